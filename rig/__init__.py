@@ -1,0 +1,1 @@
+"""txrig: the Reactive Interaction Gateway on Twisted."""

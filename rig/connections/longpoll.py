@@ -1,0 +1,186 @@
+"""HTTP long polling: ``/_rig/v1/connection/longpolling`` (spec Part B 2.5).
+
+A session lives on the node that created it; the ``connection_token`` cookie
+names it and ``last_event_id`` is the client's cursor into the session's
+bounded buffer. A poll with nothing new is parked and answered as soon as an
+event arrives, or with an empty list when the wait runs out.
+"""
+import collections
+import json
+
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET
+
+from rig.connections.frames import longpoll_frame
+from rig.connections.setup import SetupError, connection_subscriptions
+from rig.connections.token import InvalidToken
+from rig.web.http import JSON, respond
+
+FIRST_EVENT = "first_event"
+
+
+class LongPollSession:
+    kind = "longpoll"
+    framer = staticmethod(longpoll_frame)
+    pending = None
+    log = Logger()
+
+    def __init__(self, hub, local_id, *, buffer_size, wait, ttl, cors):
+        self.hub = hub
+        self.local_id = local_id
+        self.token = hub.token_for(local_id)
+        self.subscriptions = []
+        self.buffer = collections.deque(maxlen=buffer_size)
+        self.last_active = hub.reactor.seconds()
+        self._wait = wait
+        self._ttl = ttl
+        self._cors = cors
+        self._next_id = 1
+        self._parked = None  # (request, cursor, timeout call)
+        self._answer_call = None
+
+    def __repr__(self):
+        return f"<LongPollSession {self.local_id}>"
+
+    # -- hub connection --------------------------------------------------
+
+    def deliver(self, frame):
+        self.buffer.append((self._next_id, frame))
+        self._next_id += 1
+        if self._parked is not None and self._answer_call is None:
+            # answer at the end of this reactor turn, so a burst goes out in one response
+            self._answer_call = self.hub.reactor.callLater(0, self._answer_parked)
+
+    def send_rig_event(self, event):
+        self.deliver(event.json)
+
+    def heartbeat(self):
+        """Expire the session an hour (``ttl``) after its last poll."""
+        idle = self.hub.reactor.seconds() - self.last_active
+        if self._parked is None and idle > self._ttl:
+            self.log.debug("Long-poll session {local_id} expired", local_id=self.local_id)
+            self.close()
+
+    def close(self, frame=None):
+        self.hub.unregister(self)
+        self._answer_parked()
+
+    # -- polls -----------------------------------------------------------
+
+    def poll(self, request, cursor):
+        self.last_active = self.hub.reactor.seconds()
+        events, last_id = self._after(cursor)
+        if events:
+            return self._respond(request, events, last_id)
+        self._answer_parked()  # an older parked poll of the same session gets an empty answer
+        timeout = self.hub.reactor.callLater(self._wait, self._answer_parked)
+        self._parked = (request, cursor, timeout)
+        request.notifyFinish().addErrback(self._gone, request)
+        return NOT_DONE_YET
+
+    def _after(self, cursor):
+        """The buffered frames newer than *cursor*, and the newest id."""
+        try:
+            since = int(cursor)
+        except (TypeError, ValueError):
+            since = 0
+        events = [frame for event_id, frame in self.buffer if event_id > since]
+        last_id = str(self.buffer[-1][0]) if self.buffer else cursor
+        return events, last_id
+
+    def _answer_parked(self):
+        if self._answer_call is not None:
+            if self._answer_call.active():
+                self._answer_call.cancel()
+            self._answer_call = None
+        parked, self._parked = self._parked, None
+        if parked is None:
+            return
+        request, cursor, timeout = parked
+        if timeout.active():
+            timeout.cancel()
+        self.last_active = self.hub.reactor.seconds()
+        events, last_id = self._after(cursor)
+        request.write(self._respond(request, events, last_id))
+        request.finish()
+
+    def _gone(self, _failure, request):
+        if self._parked is not None and self._parked[0] is request:
+            _request, _cursor, timeout = self._parked
+            self._parked = None
+            if timeout.active():
+                timeout.cancel()
+        self.last_active = self.hub.reactor.seconds()
+
+    def _respond(self, request, events, last_id):
+        set_session_cookies(request, self.token, last_id)
+        cors_headers(request, self._cors)
+        encoded_id = json.dumps(last_id).encode()
+        body = b'{"last_event_id":%s,"events":[%s]}' % (encoded_id, b",".join(events))
+        return respond(request, 200, body, JSON, headers=[(b"cache-control", b"no-cache")])
+
+
+def set_session_cookies(request, token, last_id):
+    request.addCookie(b"connection_token", token.encode("ascii"), path=b"/", httpOnly=True)
+    request.addCookie(
+        b"last_event_id", json.dumps(last_id).encode(), path=b"/", httpOnly=True
+    )
+
+
+def cors_headers(request, cors):
+    request.setHeader(b"access-control-allow-origin", cors)
+    request.setHeader(b"access-control-allow-credentials", b"true")
+
+
+def _cursor(request):
+    raw = request.getCookie(b"last_event_id")
+    if raw is None:
+        return FIRST_EVENT
+    try:
+        value = json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return FIRST_EVENT
+    return value if isinstance(value, str) else FIRST_EVENT
+
+
+def _live_session(hub, request):
+    raw = request.getCookie(b"connection_token")
+    if not raw:
+        return None
+    try:
+        ref = hub.codec.decode(raw.decode("ascii", "replace"))
+    except InvalidToken:
+        return None  # an undecodable cookie starts a new session (spec A9)
+    session = hub.find(ref)
+    return session if isinstance(session, LongPollSession) else None
+
+
+def serve_longpoll(hub, settings, cors, request):
+    """A poll for a live session, or the creation of a new one."""
+    session = _live_session(hub, request)
+    if session is not None:
+        return session.poll(request, _cursor(request))
+    try:
+        subscriptions = connection_subscriptions(hub, request.args, longpoll=True)
+    except SetupError as error:
+        if error.status != 429:
+            cors_headers(request, cors)
+        return respond(request, error.status, error.message)
+    session = LongPollSession(
+        hub, hub.new_local_id(),
+        buffer_size=settings.longpoll_buffer_size, wait=settings.longpoll_wait,
+        ttl=settings.longpoll_session_ttl, cors=cors,
+    )
+    hub.register(session, subscriptions)
+    set_session_cookies(request, session.token, FIRST_EVENT)
+    cors_headers(request, cors)
+    return respond(request, 200, b'"ok"', JSON, headers=[(b"cache-control", b"no-cache")])
+
+
+def longpoll_preflight(cors, request):
+    return respond(request, 204, headers=[
+        (b"access-control-allow-origin", cors),
+        (b"access-control-allow-credentials", b"true"),
+        (b"access-control-allow-methods", b"GET"),
+        (b"access-control-allow-headers", b"*"),
+    ])

@@ -1,0 +1,93 @@
+"""Server-Sent Events: ``GET /_rig/v1/connection/sse`` (spec Part B 2.3)."""
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET
+
+from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plain_frame
+from rig.connections.outbox import buffered_bytes, write_now
+from rig.connections.setup import SetupError, connection_subscriptions
+from rig.web.http import respond
+
+
+class SSEConnection:
+    """One event stream; frames go straight to the HTTP channel's transport."""
+
+    kind = "sse"
+    log = Logger()
+    __slots__ = (
+        "hub", "request", "transport", "local_id", "token", "subscriptions", "framer",
+        "pending", "_heartbeat", "__weakref__",
+    )
+
+    def __init__(self, hub, request, local_id):
+        self.hub = hub
+        self.request = request
+        self.transport = request.channel.transport
+        self.local_id = local_id
+        self.token = hub.token_for(local_id)
+        self.subscriptions = []
+        self.pending = None
+        if request.chunked:
+            self.framer, self._heartbeat = sse_chunked_frame, chunk(HEARTBEAT)
+        else:
+            self.framer, self._heartbeat = sse_plain_frame, HEARTBEAT
+
+    def __repr__(self):
+        return f"<SSEConnection {self.local_id}>"
+
+    def deliver(self, frame):
+        if self.transport is not None:
+            self.hub.outbox.push(self, frame)
+
+    def send_rig_event(self, event):
+        self.deliver(self.framer(event, None))
+
+    def heartbeat(self):
+        self.deliver(self._heartbeat)
+
+    def flush_pending(self, data):
+        transport = self.transport
+        if transport is None:
+            return
+        write_now(transport, data)
+        if buffered_bytes(transport) > self.hub.send_queue_limit:
+            self.log.info(
+                "Dropping slow SSE client {local_id}: {queued} bytes queued",
+                local_id=self.local_id, queued=buffered_bytes(transport),
+            )
+            self.hub.unregister(self)
+            self.transport = None
+            transport.abortConnection()
+
+    def close(self, frame=None):
+        """End the stream (optionally after a last frame) so the browser reconnects."""
+        transport, self.transport = self.transport, None
+        self.hub.unregister(self)
+        if transport is None:
+            return
+        data = b"".join(self.pending or ()) + (frame or b"")
+        self.pending = None
+        if data:
+            write_now(transport, data)
+        self.request.finish()
+
+    def _lost(self, _reason):
+        self.transport = None
+        self.pending = None
+        self.hub.unregister(self)
+
+
+def serve_sse(hub, cors, request):
+    """Validate, answer 200 with the stream headers, and register the connection."""
+    try:
+        subscriptions = connection_subscriptions(hub, request.args)
+    except SetupError as error:
+        return respond(request, error.status, error.message, content_type=None)
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-cache")
+    request.setHeader(b"access-control-allow-origin", cors)
+    request.write(b"")  # the headers go out now; frames follow on the raw transport
+    connection = SSEConnection(hub, request, hub.new_local_id())
+    request.notifyFinish().addBoth(connection._lost)
+    hub.register(connection, subscriptions)
+    return NOT_DONE_YET

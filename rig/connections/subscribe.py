@@ -1,0 +1,92 @@
+"""``PUT /_rig/v1/connection/{sse|ws|longpolling}/{token}/subscriptions`` (spec Part B 2.6).
+
+Replace semantics: the new set is what this request's Bearer tokens infer
+plus the body's subscriptions; the connection then gets ``rig.subscriptions_set``.
+Checks run in RIG's order so every failure gets RIG's status and sentence.
+"""
+import json
+
+from rig.auth import InvalidJWT, jwt_subscriptions
+from rig.connections.token import InvalidToken
+from rig.subscriptions.model import SubscriptionError, parse_subscriptions
+from rig.web.http import header, request_body, respond
+
+SUPPORTED = "The following media types are supported by this endpoint: application/json"
+
+
+def bearer_tokens(request):
+    """Every ``Authorization: Bearer`` value of the request, in order."""
+    tokens = []
+    for value in request.requestHeaders.getRawHeaders(b"authorization", []):
+        text = value.decode("utf-8", "replace").strip()
+        if text[:7].lower() == "bearer ":
+            tokens.append(text[7:].strip())
+    return tokens
+
+
+def _accepts_json(accept):
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in ("application/json", "*/*", "application/*"):
+            return True
+    return False
+
+
+def _is_json_content_type(value):
+    return value is not None and value.split(";")[0].strip().lower() == "application/json"
+
+
+def put_subscriptions(hub, cors, request, kind, token):
+    accept = header(request, b"accept")
+    if accept is not None and not _accepts_json(accept):
+        return respond(request, 406, f"Not acceptable: {accept}. {SUPPORTED}", content_type=None)
+    try:
+        if not _is_json_content_type(header(request, b"content-type")):
+            raise ValueError("the content-type must be application/json")
+        body = json.loads(request_body(request).decode("utf-8"))
+    except ValueError as error:  # includes UnicodeDecodeError and JSONDecodeError
+        return respond(request, 400, f"Expected JSON encoded body. ({error})", content_type=None)
+    if not isinstance(body, dict) or "subscriptions" not in body:
+        return respond(
+            request, 400,
+            'Expected field "subscriptions" is not present. '
+            'Send {"subscriptions": [...]} with content-type application/json.',
+            content_type=None,
+        )
+    cors_header = [(b"access-control-allow-origin", cors)]
+    try:
+        ref = hub.codec.decode(token)
+    except InvalidToken:
+        return respond(request, 400, "Invalid connection token.", headers=cors_header)
+    connection = hub.find(ref)
+    if connection is None:
+        return respond(request, 410, "Connection no longer exists.", headers=cors_header)
+    claims = {}
+    try:
+        for bearer in bearer_tokens(request):
+            claims.update(hub.jwt.claims(bearer))
+    except InvalidJWT as error:
+        return respond(
+            request, 400,
+            "cannot accept subscription request: invalid authorization header: "
+            f"could not decode JWT: {error}",
+            headers=cors_header,
+        )
+    try:
+        manual = parse_subscriptions(body["subscriptions"])
+    except SubscriptionError as error:
+        return respond(
+            request, 400,
+            f"cannot accept subscription request: could not parse given subscriptions: {error}",
+            headers=cors_header,
+        )
+    hub.set_subscriptions(connection, jwt_subscriptions(hub.extractors, claims) + manual)
+    return respond(request, 204, headers=cors_header)
+
+
+def subscriptions_preflight(cors, request, kind=None, token=None):
+    return respond(request, 204, headers=[
+        (b"access-control-allow-origin", cors),
+        (b"access-control-allow-methods", b"PUT"),
+        (b"access-control-allow-headers", b"content-type,authorization"),
+    ])

@@ -1,0 +1,128 @@
+"""WebSocket: ``GET /_rig/v1/connection/ws`` (spec Part B 2.4), mounted in the inbound Site.
+
+The upgrade always succeeds; validation runs once the socket is open, and a
+refusal is a close frame (code 1000) with RIG's reason. The protocol object
+is itself the hub connection, to keep an idle connection small.
+"""
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.logger import Logger
+
+from rig.connections.frames import WS_PING, ws_frame
+from rig.connections.outbox import buffered_bytes, write_now
+from rig.connections.setup import SetupError, connection_subscriptions
+
+NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
+TOO_SLOW = "Too slow."
+
+
+class RigWebSocketProtocol(WebSocketServerProtocol):
+    kind = "ws"
+    framer = staticmethod(ws_frame)
+    log = Logger()
+
+    local_id = None
+    token = None
+    subscriptions = ()
+    pending = None
+    _awaiting_pong = False
+    _query = None
+
+    def __repr__(self):
+        return f"<WebSocketConnection {self.local_id}>"
+
+    # -- autobahn callbacks ---------------------------------------------
+
+    def onConnect(self, request):
+        self._query = request.params
+        return None
+
+    def onOpen(self):
+        hub = self.factory.hub
+        query, self._query = self._query, None
+        try:
+            subscriptions = connection_subscriptions(hub, query)
+        except SetupError as error:
+            self.sendClose(1000, error.close_reason)
+            return
+        self.local_id = hub.new_local_id()
+        self.token = hub.token_for(self.local_id)
+        hub.register(self, subscriptions)
+
+    def onMessageBegin(self, isBinary):
+        if self.state == self.STATE_OPEN:
+            self.sendClose(1000, NO_TWO_WAY)
+        super().onMessageBegin(isBinary)
+
+    def onMessage(self, payload, isBinary):
+        pass
+
+    def onPong(self, payload):
+        self._awaiting_pong = False
+
+    def onClose(self, wasClean, code, reason):
+        if self.local_id is not None:
+            self.factory.hub.unregister(self)
+        self.pending = None
+
+    # -- hub connection --------------------------------------------------
+
+    def deliver(self, frame):
+        if self.state == self.STATE_OPEN:
+            self.factory.hub.outbox.push(self, frame)
+
+    def send_rig_event(self, event):
+        self.deliver(ws_frame(event, None))
+
+    def heartbeat(self):
+        """Ping; a peer that did not answer the previous ping is gone."""
+        if self._awaiting_pong:
+            self.log.info("WebSocket {local_id} did not answer a ping", local_id=self.local_id)
+            self.factory.hub.unregister(self)
+            self.dropConnection(abort=True)
+            return
+        self._awaiting_pong = True
+        self.deliver(WS_PING)
+
+    def flush_pending(self, data):
+        if self.state != self.STATE_OPEN or self.transport is None:
+            return
+        write_now(self.transport, data)
+        queued = buffered_bytes(self.transport)
+        if queued > self.factory.hub.send_queue_limit:
+            self.log.info(
+                "Dropping slow WebSocket client {local_id}: {queued} bytes queued",
+                local_id=self.local_id, queued=queued,
+            )
+            self.factory.hub.unregister(self)
+            self.sendCloseFrame(code=1008, reasonUtf8=TOO_SLOW.encode(), isReply=False)
+
+    def close(self, code=1001, reason=None):
+        self.factory.hub.unregister(self)
+        if self.pending:
+            data, self.pending = b"".join(self.pending), None
+            self.flush_pending(data)
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(
+                code=code, reasonUtf8=reason.encode() if reason else None, isReply=False
+            )
+
+
+class RigWebSocketFactory(WebSocketServerFactory):
+    protocol = RigWebSocketProtocol
+
+    def __init__(self, hub):
+        super().__init__()
+        self.hub = hub
+        self.setProtocolOptions(
+            autoPingInterval=0,  # the hub pings every connection from one timer
+            maxFramePayloadSize=65536,
+            maxMessagePayloadSize=65536,
+            perMessageCompressionAccept=lambda offers: None,
+        )
+
+
+def websocket_resource(hub):
+    factory = RigWebSocketFactory(hub)
+    factory.startFactory()
+    return WebSocketResource(factory)

@@ -1,0 +1,61 @@
+"""Log observers for twistd: text or JSON lines, filtered by level.
+
+Under plain ``twistd`` the service cannot choose its own observer, so
+:mod:`rig.tap` hands twistd a factory built from the settings, and
+``twistd --logger rig.logs.observer`` offers the same from the environment.
+"""
+
+import os
+import sys
+
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
+
+LEVELS = ("debug", "info", "warn", "error")
+FORMATS = ("text", "json")
+
+
+def parse_level(text):
+    """Normalise a LOG_LEVEL value (case-insensitive, ``warning`` means ``warn``)."""
+    if isinstance(text, str):
+        level = text.strip().lower()
+        level = "warn" if level == "warning" else level
+        if level in LEVELS:
+            return level
+    raise ValueError(f"must be one of debug, info, warn, error, got {text!r}")
+
+
+def parse_format(text):
+    """Normalise a LOG_FMT value; RIG's ``erlang`` is text and its ``gcl`` is JSON."""
+    if isinstance(text, str):
+        fmt = text.strip().lower()
+        fmt = {"erlang": "text", "gcl": "json"}.get(fmt, fmt)
+        if fmt in FORMATS:
+            return fmt
+    raise ValueError(f"must be text or json (or RIG's erlang or gcl), got {text!r}")
+
+
+def make_observer(level, fmt, stream):
+    """An observer writing events at ``level`` or above to ``stream``.
+
+    JSON output is one object per line (no RFC 7464 separator) so journald
+    and log shippers can read it as it is.
+    """
+    if parse_format(fmt) == "json":
+        writer = jsonFileLogObserver(stream, recordSeparator="")
+    else:
+        writer = textFileLogObserver(stream)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(parse_level(level)))
+    return FilteringLogObserver(writer, [predicate])
+
+
+def observer():
+    """Factory for ``twistd --logger rig.logs.observer``: LOG_LEVEL and LOG_FMT from os.environ."""
+    level = os.environ.get("LOG_LEVEL", "").strip() or "info"
+    fmt = os.environ.get("LOG_FMT", "").strip() or "text"
+    return make_observer(level, fmt, sys.stdout)

@@ -1,0 +1,239 @@
+"""Settings: built-in defaults, then a flat TOML file, then RIG's environment variables.
+
+Every value is checked once, here, so a bad setting stops the daemon at start
+with one line naming the variable, instead of failing later inside a service.
+Services receive a :class:`Settings`, never ``os.environ``.
+"""
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable
+
+import attrs
+
+from rig.logs import parse_format, parse_level
+from rig.subscriptions.extractors import ExtractorConfig, parse_extractors
+
+
+class SettingsError(Exception):
+    """A bad setting; ``str()`` is one line naming it."""
+
+    def __init__(self, message):
+        super().__init__(" ".join(str(message).splitlines()))
+
+
+@attrs.frozen
+class Settings:
+    """The validated configuration of one node.
+
+    Validation happens in :meth:`from_mapping`; constructing a ``Settings``
+    directly trusts the caller, so tests can pick tiny limits and timeouts.
+    """
+
+    inbound_listen: str = "tcp:4000"
+    api_listen: str = "tcp:4010"
+    host: str = "localhost"
+    cors: str = "*"
+    max_connections_per_minute: int = 5000
+    extractors: ExtractorConfig = attrs.field(factory=ExtractorConfig)
+    node_host: str = "127.0.0.1"
+    node_cookie: str | None = attrs.field(default=None, repr=False)
+    log_level: str = "info"
+    log_fmt: str = "text"
+    heartbeat_interval: float = 15.0
+    longpoll_wait: float = 5.0
+    longpoll_buffer_size: int = 200
+    longpoll_session_ttl: float = 3600.0
+    send_queue_limit: int = 1048576
+    max_request_bytes: int = 8000000
+
+    @classmethod
+    def load(cls, config_path, environ):
+        """Read ``config_path`` (optional) and let ``environ`` override it."""
+        if config_path is None:
+            return cls.from_mapping({}, environ)
+        mapping = _read_toml(config_path)
+        _reject_unknown(mapping, config_path)
+        if isinstance(mapping.get("extractors"), str):
+            mapping["extractors"] = _beside(config_path, mapping["extractors"])
+        return cls.from_mapping(mapping, environ)
+
+    @classmethod
+    def from_mapping(cls, mapping, environ):
+        """Build from decoded TOML (typed values) and an environment (strings)."""
+        _reject_unknown(mapping, "the settings")
+        values = {}
+        for spec in _SPECS:
+            if spec.key in mapping:
+                values[spec.field] = spec.convert(spec.check, mapping[spec.key])
+            text = environ.get(spec.env, "")
+            if text.strip():
+                values[spec.field] = spec.convert(spec.parse, text)
+        return cls(**values)
+
+
+# Value checks. Each raises ValueError (or TypeError) with a message that does
+# not name the key; _Spec.convert prefixes the environment variable name.
+
+_PORT_TEXT = re.compile(r"\d+")
+_ENDPOINT = re.compile(r"[A-Za-z][A-Za-z0-9_+.-]*:\S*")
+_INTEGER_TEXT = re.compile(r"[+-]?\d+")
+
+
+def _listener(value):
+    """A port number (int or digits) becomes ``tcp:N``; anything else must look like an endpoint."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"tcp:{_port(value)}"
+    if not isinstance(value, str):
+        raise TypeError(f"expected a port number or a Twisted endpoint string, got {value!r}")
+    text = value.strip()
+    if _PORT_TEXT.fullmatch(text):
+        return f"tcp:{_port(int(text))}"
+    if not _ENDPOINT.fullmatch(text):
+        raise ValueError(f"expected a port number or a Twisted endpoint string, got {value!r}")
+    kind, _, rest = text.partition(":")
+    first = rest.split(":", 1)[0]
+    positional_port = kind.lower() in ("tcp", "tcp6", "ssl") and "=" not in first
+    if positional_port and not (_PORT_TEXT.fullmatch(first) and int(first) <= 65535):
+        raise ValueError(f"port must be a number 0..65535 in endpoint {value!r}")
+    return text
+
+
+def _port(number):
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port number must be 0..65535, got {number}")
+    return number
+
+
+def _text(value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _secret(value):
+    """Like _text, but the message never shows the value."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string (value not shown)")
+    return value.strip()
+
+
+def _integer(minimum):
+    """Checks for a typed value and for environment text, with one shared message."""
+
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def parse(text):
+        if not _INTEGER_TEXT.fullmatch(text.strip()):
+            raise ValueError(f"must be an integer >= {minimum}, got {text!r}")
+        return check(int(text))
+
+    return check, parse
+
+
+def _check_seconds(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"must be a number > 0, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _parse_seconds(text):
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number > 0, got {text!r}") from None
+    return _check_seconds(number)
+
+
+def _extractors(value):
+    if isinstance(value, ExtractorConfig):
+        return value
+    if not isinstance(value, str | dict):
+        raise TypeError(f"expected a file path, JSON text or a table, got {value!r}")
+    return parse_extractors(value)
+
+
+@attrs.frozen
+class _Spec:
+    """How one setting is read: its field, its variable, and how to check each source."""
+
+    field: str
+    env: str
+    check: Callable  # a typed value from the file
+    parse: Callable  # a string from the environment
+
+    @property
+    def key(self):
+        return self.env.lower()
+
+    def convert(self, function, value):
+        try:
+            return function(value)
+        except (TypeError, ValueError) as error:
+            raise SettingsError(f"{self.env}: {error}") from None
+
+
+def _spec(field, env, check, parse=None):
+    return _Spec(field, env, check, parse or check)
+
+
+_SPECS = (
+    _spec("inbound_listen", "INBOUND_PORT", _listener),
+    _spec("api_listen", "API_HTTP_PORT", _listener),
+    _spec("host", "HOST", _text),
+    _spec("cors", "CORS", _text),
+    _spec("max_connections_per_minute", "MAX_CONNECTIONS_PER_MINUTE", *_integer(1)),
+    _spec("extractors", "EXTRACTORS", _extractors),
+    _spec("node_host", "NODE_HOST", _text),
+    _spec("node_cookie", "NODE_COOKIE", _secret),
+    _spec("log_level", "LOG_LEVEL", parse_level),
+    _spec("log_fmt", "LOG_FMT", parse_format),
+    _spec("heartbeat_interval", "HEARTBEAT_INTERVAL", _check_seconds, _parse_seconds),
+    _spec("longpoll_wait", "LONGPOLL_WAIT", _check_seconds, _parse_seconds),
+    _spec("longpoll_buffer_size", "LONGPOLL_BUFFER_SIZE", *_integer(1)),
+    _spec("longpoll_session_ttl", "LONGPOLL_SESSION_TTL", _check_seconds, _parse_seconds),
+    _spec("send_queue_limit", "SEND_QUEUE_LIMIT", *_integer(1024)),
+    _spec("max_request_bytes", "MAX_REQUEST_BYTES", *_integer(1)),
+)
+
+
+def _read_toml(path):
+    try:
+        with open(path, "rb") as config_file:
+            return tomllib.load(config_file)
+    except OSError as error:
+        raise SettingsError(f"cannot read settings file {path}: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SettingsError(f"invalid TOML in {path}: {error}") from None
+
+
+def _reject_unknown(mapping, where):
+    known = {spec.key for spec in _SPECS}
+    for key in mapping:
+        if key not in known:
+            raise SettingsError(f"unknown setting {key!r} in {where}")
+
+
+def _beside(config_path, value):
+    """A relative extractor path not found as given is tried next to the settings file.
+
+    RIG tries its ``priv`` directory in the same way; here the file's own
+    directory plays that role, which suits daemons started with cwd ``/``.
+    """
+    path = value.strip()
+    if path.startswith(("{", "[")) or os.path.isabs(path) or os.path.isfile(path):
+        return value
+    candidate = os.path.join(os.path.dirname(os.path.abspath(config_path)), path)
+    return candidate if os.path.isfile(candidate) else value
+
+
+def env_names():
+    """The environment variables the settings read, in declaration order."""
+    return tuple(spec.env for spec in _SPECS)

@@ -1,0 +1,122 @@
+"""Small pieces shared by both HTTP listeners: a bounded request, a site, a router."""
+import re
+
+from twisted.logger import Logger
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+TEXT = b"text/plain; charset=utf-8"
+JSON = b"application/json; charset=utf-8"
+
+
+class BoundedRequest(server.Request):
+    """A request that refuses bodies over the site's limit without buffering them."""
+
+    too_large = False
+    _body_bytes = 0
+
+    def gotLength(self, length):
+        limit = self.channel.site.max_request_bytes
+        if length is not None and length > limit:
+            self.too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self.too_large:
+            return
+        self._body_bytes += len(data)
+        if self._body_bytes > self.channel.site.max_request_bytes:
+            self.too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+
+class RigSite(server.Site):
+    """No access log lines, no tracebacks to clients, bounded bodies."""
+
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(self, resource, *, max_request_bytes=8_000_000, **kwargs):
+        super().__init__(resource, requestFactory=BoundedRequest, **kwargs)
+        self.max_request_bytes = max_request_bytes
+
+    def log(self, request):
+        pass
+
+
+def respond(request, status, body=b"", content_type=TEXT, headers=()):
+    """Set status and headers and return the body for ``render`` to send."""
+    request.setResponseCode(status)
+    if content_type is None:
+        request.defaultContentType = None
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if content_type is not None and body:
+        request.setHeader(b"content-type", content_type)
+    for name, value in headers:
+        request.setHeader(name, value)
+    return body
+
+
+def request_body(request):
+    request.content.seek(0)
+    return request.content.read()
+
+
+def header(request, name):
+    """A request header as text (UTF-8, lenient), or None."""
+    value = request.getHeader(name)
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def headers_as_text(request):
+    """Lower-case header name to its first value, both as text."""
+    return {
+        name.decode("latin-1").lower(): values[0].decode("utf-8", "replace")
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+
+
+class Router(Resource):
+    """Dispatches on (method, path pattern); anything unmatched goes to *fallback*.
+
+    Handlers are ``handler(request, **path_groups)`` returning bytes or
+    ``NOT_DONE_YET``. HEAD is routed as GET.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, routes, fallback):
+        super().__init__()
+        self._routes = [(re.compile(pattern), methods) for pattern, methods in routes]
+        self._fallback = fallback
+
+    def render(self, request):
+        handler, groups = self._resolve(request)
+        if request.too_large and handler is not None:
+            return respond(
+                request, http.REQUEST_ENTITY_TOO_LARGE, "Request body too large.",
+                headers=[(b"connection", b"close")],
+            )
+        try:
+            return (handler or self._fallback)(request, **groups)
+        except Exception:
+            self.log.failure("while serving {method} {path}", method=request.method,
+                             path=request.path)
+            return respond(request, http.INTERNAL_SERVER_ERROR, "Internal server error.")
+
+    def _resolve(self, request):
+        path = request.path.decode("utf-8", "replace")
+        method = b"GET" if request.method == b"HEAD" else request.method
+        for pattern, methods in self._routes:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                handler = methods.get(method) or methods.get(b"*")
+                if handler is not None:
+                    return handler, match.groupdict()
+        return None, {}

@@ -1,0 +1,57 @@
+"""The inbound listener's resource tree (:4000): frontends, event submission, proxy."""
+from functools import partial
+
+from rig.connections.longpoll import longpoll_preflight, serve_longpoll
+from rig.connections.sse import serve_sse
+from rig.connections.subscribe import put_subscriptions, subscriptions_preflight
+from rig.connections.ws import websocket_resource
+from rig.web.http import JSON, TEXT, RigSite, Router, respond
+from rig.web.publish import publish_event
+
+
+def not_found(request, **_groups):
+    """Where the reverse proxy will go: for now nothing is proxied."""
+    return respond(request, 404, b'{"message":"Not Found"}', JSON)
+
+
+def health(request):
+    return respond(request, 200, b"OK", TEXT)
+
+
+def events_preflight(cors, request):
+    return respond(request, 204, headers=[
+        (b"access-control-allow-origin", cors),
+        (b"access-control-allow-methods", b"POST"),
+        (b"access-control-allow-headers", b"content-type"),
+    ])
+
+
+def inbound_resource(hub, settings):
+    cors = settings.cors.encode("utf-8")
+    websocket = websocket_resource(hub)
+    cors_header = [(b"access-control-allow-origin", cors)]
+    routes = [
+        (r"/_rig/health", {b"GET": health}),
+        (r"/_rig/v1/events", {
+            b"POST": partial(publish_event, hub, extra_headers=cors_header),
+            b"OPTIONS": partial(events_preflight, cors),
+        }),
+        (r"/_rig/v1/connection/sse", {
+            b"GET": partial(serve_sse, hub, cors),
+            b"POST": partial(serve_sse, hub, cors),
+        }),
+        (r"/_rig/v1/connection/ws", {b"GET": lambda request: websocket.render(request)}),
+        (r"/_rig/v1/connection/longpolling", {
+            b"GET": partial(serve_longpoll, hub, settings, cors),
+            b"OPTIONS": partial(longpoll_preflight, cors),
+        }),
+        (r"/_rig/v1/connection/(?P<kind>sse|ws|longpolling)/(?P<token>[^/]+)/subscriptions", {
+            b"PUT": partial(put_subscriptions, hub, cors),
+            b"OPTIONS": partial(subscriptions_preflight, cors),
+        }),
+    ]
+    return Router(routes, fallback=not_found)
+
+
+def inbound_site(hub, settings):
+    return RigSite(inbound_resource(hub, settings), max_request_bytes=settings.max_request_bytes)

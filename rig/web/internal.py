@@ -1,0 +1,27 @@
+"""The internal API listener's resource tree (:4010): health and management."""
+from functools import partial
+
+from rig.web.http import JSON, TEXT, RigSite, Router, respond
+from rig.web.publish import publish_event
+
+
+def not_found(request, **_groups):
+    return respond(request, 404, b'{"errors":{"detail":"Not found"}}', JSON)
+
+
+def health(request):
+    return respond(request, 200, b"OK", TEXT)
+
+
+def internal_resource(hub, settings):
+    publish = {b"POST": partial(publish_event, hub)}
+    routes = [
+        (r"/health", {b"GET": health}),
+        (r"/v3/messages", publish),
+        (r"/v2/messages", publish),
+    ]
+    return Router(routes, fallback=not_found)
+
+
+def internal_site(hub, settings):
+    return RigSite(internal_resource(hub, settings), max_request_bytes=settings.max_request_bytes)
