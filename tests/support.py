@@ -1,0 +1,298 @@
+"""Real clients for end-to-end tests: raw HTTP/SSE, autobahn WebSocket, treq."""
+import json
+from urllib.parse import quote
+
+import attrs
+import treq
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.web.client import HTTPConnectionPool
+
+from rig.service import RigService
+from rig.settings import Settings
+from rig.subscriptions.extractors import parse_extractors
+
+TIMEOUT = 5.0
+
+GREETING_EXTRACTORS = {
+    "greeting": {
+        "name": {
+            "stable_field_index": 1,
+            "event": {"json_pointer": "/data/name"},
+            "jwt": {"json_pointer": "/username"},
+        }
+    },
+    "person.create": {
+        "name": {"stable_field_index": 0, "event": {"json_pointer": "/data/name"}},
+        "age": {"stable_field_index": 1, "event": {"json_pointer": "/data/age"}},
+    },
+}
+
+
+def within(deferred, seconds=TIMEOUT):
+    """Bound every wait, so a broken gateway fails the test instead of hanging it."""
+    return deferred.addTimeout(seconds, reactor)
+
+
+def subs_query(subscriptions):
+    return quote(json.dumps(subscriptions), safe="")
+
+
+def greeting(name, event_id="1", version="1.0", **extra):
+    event = {"specversion": version, "type": "greeting", "source": "test", "id": event_id,
+             "data": {"name": name}}
+    event.update(extra)
+    return event
+
+
+@attrs.define
+class Gateway:
+    """A gateway started on ephemeral loopback ports, with clients that it cleans up."""
+
+    service: RigService
+    pool: HTTPConnectionPool
+    clients: list = attrs.Factory(list)
+
+    @classmethod
+    def start(cls, **overrides):
+        settings = Settings(
+            inbound_listen="tcp:0:interface=127.0.0.1",
+            api_listen="tcp:0:interface=127.0.0.1",
+            extractors=parse_extractors(overrides.pop("extractors", GREETING_EXTRACTORS)),
+            **overrides,
+        )
+        service = RigService.build(settings, reactor)
+        service.startService()
+        return cls(service, HTTPConnectionPool(reactor, persistent=False))
+
+    @property
+    def hub(self):
+        return self.service.hub
+
+    @property
+    def inbound_port(self):
+        return self.service.address("inbound").port
+
+    def url(self, path, internal=False):
+        port = self.service.address("internal" if internal else "inbound").port
+        return f"http://127.0.0.1:{port}{path}"
+
+    def request(self, method, path, internal=False, **kwargs):
+        return within(treq.request(method, self.url(path, internal), pool=self.pool, **kwargs))
+
+    async def publish(self, event, **kwargs):
+        headers = kwargs.pop("headers", {"content-type": "application/json"})
+        body = event if isinstance(event, bytes) else json.dumps(event).encode()
+        response = await self.request("POST", "/_rig/v1/events", data=body, headers=headers,
+                                      **kwargs)
+        text = await within(response.text())
+        assert response.code == 202, (response.code, text)
+        return response
+
+    async def sse(self, query="", version="1.1", headers=()):
+        client = await RawHTTPClient.open(self.inbound_port, "GET",
+                                          f"/_rig/v1/connection/sse{query}", version, headers)
+        self.clients.append(client)
+        return client
+
+    async def ws(self, query=""):
+        client = await WSClient.open(self.inbound_port, f"/_rig/v1/connection/ws{query}")
+        self.clients.append(client)
+        return client
+
+    async def stop(self):
+        for client in self.clients:
+            client.disconnect()
+        await self.service.stopService()
+        await self.pool.closeCachedConnections()
+
+
+class RawHTTPClient(protocol.Protocol):
+    """Sends one request and exposes the response head and (de-chunked) body as it arrives.
+
+    The body is parsed as SSE: ``messages`` yields one dict per message
+    (``comment``, ``id``, ``event``, ``data``) in arrival order.
+    """
+
+    def __init__(self, request_bytes):
+        self.request_bytes = request_bytes
+        self.head = defer.Deferred()
+        self.status = None
+        self.headers = {}
+        self.body = b""
+        self.raw_body = b""
+        self.messages = defer.DeferredQueue()
+        self.closed = defer.Deferred()
+        self.complete = defer.Deferred()
+        self._buffer = b""
+        self._chunked = False
+        self._head_done = False
+        self._sse_buffer = b""
+
+    @classmethod
+    async def open(cls, port, method, path, version="1.1", headers=()):
+        lines = [f"{method} {path} HTTP/{version}", f"Host: 127.0.0.1:{port}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        request_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        client = cls(request_bytes)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        await within(endpoint.connect(protocol.Factory.forProtocol(lambda: client)))
+        await within(client.head)
+        return client
+
+    def connectionMade(self):
+        self.transport.write(self.request_bytes)
+
+    def dataReceived(self, data):
+        self._buffer += data
+        if not self._head_done:
+            if b"\r\n\r\n" not in self._buffer:
+                return
+            head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            self.status = int(status_line.split()[1])
+            for line in header_lines:
+                name, _, value = line.partition(":")
+                self.headers[name.strip().lower()] = value.strip()
+            self._chunked = self.headers.get("transfer-encoding") == "chunked"
+            self._head_done = True
+            self.head.callback(self)
+        self._consume()
+
+    def _consume(self):
+        if not self._chunked:
+            self._body(self._buffer)
+            self._buffer = b""
+            length = self.headers.get("content-length")
+            if length is not None and len(self.body) >= int(length):
+                self._complete()
+            return
+        while True:
+            size_line, sep, rest = self._buffer.partition(b"\r\n")
+            if not sep:
+                return
+            size = int(size_line, 16)
+            if len(rest) < size + 2:
+                return
+            self._body(rest[:size])
+            self._buffer = rest[size + 2:]
+            if size == 0:
+                self._complete()
+                return
+
+    def _body(self, data):
+        self.body += data
+        self._sse_buffer += data
+        while b"\n\n" in self._sse_buffer:
+            block, self._sse_buffer = self._sse_buffer.split(b"\n\n", 1)
+            message = {}
+            for line in block.decode("utf-8").split("\n"):
+                name, _, value = line.partition(": ")
+                if name == "data":
+                    message["data"] = message.get("data", "") + value
+                else:
+                    message[name or "comment"] = value
+            if "data" in message:
+                message["data"] = json.loads(message["data"])
+            self.messages.put(message)
+
+    async def next_message(self, skip_comments=True):
+        while True:
+            message = await within(self.messages.get())
+            if not (skip_comments and "comment" in message):
+                return message
+
+    async def next_event(self):
+        """The next CloudEvent on the stream (heartbeats skipped)."""
+        return (await self.next_message())["data"]
+
+    async def welcome(self):
+        """Read the two welcome events; return (connection token, subscriptions set)."""
+        created = await self.next_event()
+        assert created["type"] == "rig.connection.create"
+        subscriptions = await self.next_event()
+        assert subscriptions["type"] == "rig.subscriptions_set"
+        return created["data"]["connection_token"], subscriptions["data"]
+
+    def _complete(self):
+        if not self.complete.called:
+            self.complete.callback(self)
+        self.transport.loseConnection()
+
+    def response_body(self):
+        """The whole body of a finished (non-streaming) response."""
+        return within(self.complete).addCallback(lambda _: self.body)
+
+    def connectionLost(self, reason):
+        if not self.head.called:
+            self.head.errback(reason)
+        if not self.complete.called:
+            self.complete.callback(self)
+        self.closed.callback(None)
+
+    def disconnect(self):
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class _WSProtocol(WebSocketClientProtocol):
+    def onOpen(self):
+        self.factory.client.opened.callback(self)
+
+    def onMessage(self, payload, isBinary):
+        self.factory.client.messages.put(json.loads(payload))
+
+    def onPing(self, payload):
+        self.factory.client.pings += 1
+        super().onPing(payload)
+
+    def onClose(self, wasClean, code, reason):
+        client = self.factory.client
+        if not client.opened.called:
+            client.opened.callback(self)
+        if not client.closed.called:
+            client.closed.callback((self.remoteCloseCode, self.remoteCloseReason))
+
+
+class WSClient:
+    """An autobahn WebSocket client collecting the server's messages."""
+
+    def __init__(self):
+        self.opened = defer.Deferred()
+        self.closed = defer.Deferred()
+        self.messages = defer.DeferredQueue()
+        self.pings = 0
+        self.protocol = None
+
+    @classmethod
+    async def open(cls, port, path):
+        client = cls()
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}{path}")
+        factory.protocol = _WSProtocol
+        factory.client = client
+        factory.setProtocolOptions(autoPingInterval=0)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        await within(endpoint.connect(factory))
+        client.protocol = await within(client.opened)
+        return client
+
+    async def next_event(self):
+        return await within(self.messages.get())
+
+    async def welcome(self):
+        created = await self.next_event()
+        assert created["type"] == "rig.connection.create"
+        subscriptions = await self.next_event()
+        assert subscriptions["type"] == "rig.subscriptions_set"
+        return created["data"]["connection_token"], subscriptions["data"]
+
+    async def close_info(self):
+        return await within(self.closed)
+
+    def send_text(self, text):
+        self.protocol.sendMessage(text.encode())
+
+    def disconnect(self):
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.abortConnection()

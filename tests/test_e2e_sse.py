@@ -1,0 +1,148 @@
+"""Server-Sent Events end to end: real listener, raw HTTP client."""
+import pytest_twisted
+
+from tests.support import greeting, subs_query, within
+
+ALICE = [{"eventType": "greeting", "oneOf": [{"name": "alice"}]}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_without_parameters_gets_welcome_and_empty_set(gateway):
+    client = await gateway.sse()
+    assert client.status == 200
+    assert client.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert client.headers["cache-control"] == "no-cache"
+    assert client.headers["access-control-allow-origin"] == "*"
+    created = await client.next_message()
+    assert created["event"] == "rig.connection.create"
+    assert "id" not in created  # rig events carry no id: the browser keeps its last real one
+    assert created["data"]["source"] == "rig"
+    assert created["data"]["specversion"] == "1.0"
+    assert created["data"]["data"]["connection_token"]
+    subscriptions = await client.next_message()
+    assert subscriptions["event"] == "rig.subscriptions_set"
+    assert subscriptions["data"]["data"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_matching_events_arrive_with_exact_framing(gateway):
+    client = await gateway.sse("?subscriptions=" + subs_query(ALICE))
+    _token, subscriptions = await client.welcome()
+    assert subscriptions == ALICE
+    await gateway.publish(greeting("bob", "b1"))
+    body = b'{"specversion":"1.0","type":"greeting","source":"s","id":"a1","data":{"name":"alice"}}'
+    await gateway.publish(body)
+    message = await client.next_message()
+    assert message["event"] == "greeting"
+    assert message["data"]["id"] == "a1"  # bob's event was not delivered
+    frame = b"event: greeting\ndata: " + body + b"\n\n"
+    assert frame in client.body
+    assert client.body.count(b"id: ") == 1
+    assert b"\nid: " in client.body or client.body.startswith(b"id: ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_multiline_json_becomes_several_data_lines(gateway):
+    client = await gateway.sse("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    await client.welcome()
+    body = b'{"specversion":"1.0",\n"type":"greeting",\r\n"source":"s","id":"ml"}'
+    await gateway.publish(body)
+    event = await client.next_event()
+    assert event["id"] == "ml"
+    assert b'data: {"specversion":"1.0",\ndata: "type":"greeting",\ndata: "source"' in client.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_http10_client_gets_unchunked_stream(gateway):
+    client = await gateway.sse("?subscriptions=" + subs_query([{"eventType": "greeting"}]),
+                               version="1.0")
+    assert "transfer-encoding" not in client.headers
+    await client.welcome()
+    await gateway.publish(greeting("carol", "c1"))
+    assert (await client.next_event())["id"] == "c1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_subscription_json_is_400(gateway):
+    client = await gateway.sse("?subscriptions=" + "can't%20%7B%20be%20%5B%20parsed.")
+    assert client.status == 400
+    assert await client.response_body() == client.body
+    assert client.body.startswith(b"Failed to decode subscription list: ")
+    assert "content-type" not in client.headers
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscriptions_object_instead_of_array_is_400(gateway):
+    client = await gateway.sse("?subscriptions=" + subs_query({"eventType": "greeting"}))
+    assert client.status == 400
+    assert await client.response_body() == client.body
+    assert client.body.startswith(b"could not parse subscriptions: invalid subscription")
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_subscription_entries_are_400(gateway):
+    for bad in ([{"eventType": 7}], [{"eventType": ""}], [{"oneOf": []}],
+                [{"eventType": "x", "oneOf": {"a": 1}}], [{"eventType": "x", "oneOf": [1]}],
+                [{"eventType": "x", "oneOf": [{"": 1}]}], ["greeting"]):
+        client = await gateway.sse("?subscriptions=" + subs_query(bad))
+        assert client.status == 400, bad
+        await client.response_body()
+        assert client.body.startswith(b"could not parse subscriptions: invalid subscription: ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_jwt_without_validation_configured_is_400(gateway):
+    client = await gateway.sse("?jwt=foobar")
+    assert client.status == 400
+    assert await client.response_body() == client.body
+    assert client.body.startswith(b"could not parse subscriptions: could not decode JWT: ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limit_gives_429_after_quota(make_gateway):
+    gateway = make_gateway(max_connections_per_minute=2)
+    for _ in range(2):
+        client = await gateway.sse()
+        assert client.status == 200
+    bad = await gateway.sse("?subscriptions=nope")  # invalid attempts use no quota
+    assert bad.status == 400
+    refused = await gateway.sse()
+    assert refused.status == 429
+    await refused.response_body()
+    assert refused.body == b"Reached maximum number of connections"
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeat_comment_is_sent(make_gateway):
+    gateway = make_gateway(heartbeat_interval=0.2)
+    client = await gateway.sse()
+    await client.welcome()
+    message = await client.next_message(skip_comments=False)
+    assert message == {"comment": "heartbeat"}
+    assert client.body.endswith(b": heartbeat\n\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnected_client_is_unregistered_and_others_keep_working(gateway):
+    leaving = await gateway.sse("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    staying = await gateway.sse("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    await leaving.welcome()
+    await staying.welcome()
+    assert len(gateway.hub.connections) == 2
+    leaving.disconnect()
+    await within(leaving.closed)
+    for number in range(3):
+        await gateway.publish(greeting("x", f"e{number}"))
+        assert (await staying.next_event())["id"] == f"e{number}"
+    assert len(gateway.hub.connections) == 1
+    assert len(gateway.hub.index) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_ends_the_stream(make_gateway):
+    gateway = make_gateway()
+    client = await gateway.sse()
+    await client.welcome()
+    await gateway.service.stopService()
+    assert await client.response_body() == client.body
+    assert client.body.endswith(b"\n\n")

@@ -1,0 +1,73 @@
+"""WebSocket end to end: real listener, autobahn client."""
+import pytest_twisted
+
+from tests.support import greeting, subs_query
+
+ALICE = [{"eventType": "greeting", "oneOf": [{"name": "alice"}]}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_welcome_then_matching_events_as_text_frames(gateway):
+    client = await gateway.ws("?subscriptions=" + subs_query(ALICE))
+    token, subscriptions = await client.welcome()
+    assert token and subscriptions == ALICE
+    await gateway.publish(greeting("bob", "b1"))
+    await gateway.publish(greeting("alice", "a1", extra="kept"))
+    event = await client.next_event()
+    assert event["id"] == "a1" and event["extra"] == "kept"
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_data_frame_gets_the_documented_close(gateway):
+    client = await gateway.ws()
+    await client.welcome()
+    client.send_text("hello")
+    code, reason = await client.close_info()
+    assert code == 1000
+    assert reason == "This WebSocket endpoint cannot be used for two-way communication."
+    assert len(gateway.hub.connections) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_subscription_json_closes_with_decoder_message(gateway):
+    client = await gateway.ws("?subscriptions=can't%20be%20parsed")
+    code, reason = await client.close_info()
+    assert code == 1000
+    assert reason.startswith("Failed to decode subscription list: ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_jwt_and_invalid_subscriptions_close_with_bad_request(gateway):
+    for query in ("?jwt=foobar", "?subscriptions=" + subs_query([{"eventType": 1}])):
+        client = await gateway.ws(query)
+        assert await client.close_info() == (1000, "Bad request.")
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limit_closes_with_bad_request(make_gateway):
+    gateway = make_gateway(max_connections_per_minute=1)
+    first = await gateway.ws()
+    await first.welcome()
+    second = await gateway.ws()
+    assert await second.close_info() == (1000, "Bad request.")
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_pings_and_keeps_answering_connections(make_gateway):
+    gateway = make_gateway(heartbeat_interval=0.2)
+    client = await gateway.ws("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    await client.welcome()
+    while client.pings < 3:  # autobahn answers with pongs, so the connection stays
+        await gateway.publish(greeting("p", "ping-check"))
+        assert (await client.next_event())["id"] == "ping-check"
+    assert len(gateway.hub.connections) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_closes_with_going_away(make_gateway):
+    gateway = make_gateway()
+    client = await gateway.ws()
+    await client.welcome()
+    await gateway.service.stopService()
+    code, _reason = await client.close_info()
+    assert code == 1001
