@@ -4,8 +4,8 @@ Listeners start last and stop first (MultiService stops children in reverse),
 and the hub closes every frontend connection on the way out.
 """
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from rig.connections.token import TokenCodec
@@ -49,8 +49,9 @@ class ListenerService(Service):
     def stopService(self):
         super().stopService()
         port, self.port = self.port, None
-        if port is not None:
-            return maybeDeferred(port.stopListening)
+        if port is None:
+            return None
+        return maybeDeferred(port.stopListening)
 
 
 class HubService(Service):

@@ -90,5 +90,5 @@ class _ObserverFactory:
         if self.path is None:
             stream = sys.stdout
         else:
-            stream = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            stream = open(self.path, "a", buffering=1, encoding="utf-8")
         return make_observer(self.level, self.fmt, stream)

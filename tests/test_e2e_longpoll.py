@@ -102,7 +102,7 @@ async def test_invalid_subscriptions_400_with_cors_and_wrapped_form_accepted(gat
     text = await within(response.text())
     assert text.startswith("could not parse subscriptions:")
     wrapped = {"subscriptions": [{"eventType": "greeting"}]}
-    response, body = await connect(gateway, "?subscriptions=" + subs_query(wrapped))
+    response, _ = await connect(gateway, "?subscriptions=" + subs_query(wrapped))
     first, _ = await poll(gateway, cookies_of(response))
     assert first["events"][1]["data"] == [{"eventType": "greeting", "oneOf": []}]
 
@@ -120,7 +120,8 @@ async def test_rate_limit_429_without_cors(make_gateway):
 
 @pytest_twisted.ensureDeferred
 async def test_client_vanishing_while_parked_leaves_the_session_intact(gateway):
-    response, _ = await connect(gateway, "?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    query = "?subscriptions=" + subs_query([{"eventType": "greeting"}])
+    response, _ = await connect(gateway, query)
     _, cookies = await poll(gateway, cookies_of(response))
     parked = gateway.request("GET", LP, cookies=cookies)
     await deferLater(reactor, 0.1)

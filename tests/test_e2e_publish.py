@@ -17,7 +17,7 @@ async def test_structured_events_of_every_version_are_forwarded_byte_for_byte(ga
          "eventType": "greeting", "source": "nil"},
         {"additional top-level property": True, "specversion": "0.2", "id": "2",
          "type": "greeting", "source": "nil"},
-        greeting("x", "3", **{"additional": True}),
+        greeting("x", "3", additional=True),
     ]
     for event in events:
         body = json.dumps(event, indent=1).encode()
@@ -79,8 +79,8 @@ async def test_bad_submissions(gateway):
          "The request body does not look like a CloudEvent"),
         ({"content-type": "application/json"}, b"{not json", 400, "not valid JSON"),
         ({"content-type": "application/json"}, b"[1,2]", 400, "not a JSON object"),
-        ({"content-type": "application/json"}, b'{"specversion":"1.0","type":"t","id":"1",'
-         b'"source":"\xff"}', 400, "UTF-8"),
+        ({"content-type": "application/json"},
+         b'{"specversion":"1.0","type":"t","id":"1","source":"\xff"}', 400, "UTF-8"),
         ({"content-type": "application/cloudevents-batch"}, b"[]", 415, "batched"),
         ({"content-type": "application/cloudevents+avro"}, b"x", 415, "structured mode"),
     ]

@@ -67,7 +67,8 @@ async def test_body_errors_in_rigs_order(gateway):
     client = await gateway.sse()
     token, _ = await client.welcome()
     response, text = await put(gateway, token, {"foo": []})
-    assert response.code == 400 and text.startswith('Expected field "subscriptions" is not present.')
+    assert response.code == 400
+    assert text.startswith('Expected field "subscriptions" is not present.')
     response = await gateway.request("PUT", put_path(token), data=b"{nope",
                                      headers={"content-type": "application/json"})
     assert response.code == 400

@@ -14,8 +14,16 @@ class SSEConnection:
     kind = "sse"
     log = Logger()
     __slots__ = (
-        "hub", "request", "transport", "local_id", "token", "subscriptions", "framer",
-        "pending", "_heartbeat", "__weakref__",
+        "__weakref__",
+        "_heartbeat",
+        "framer",
+        "hub",
+        "local_id",
+        "pending",
+        "request",
+        "subscriptions",
+        "token",
+        "transport",
     )
 
     def __init__(self, hub, request, local_id):

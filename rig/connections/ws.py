@@ -35,7 +35,6 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request):
         self._query = request.params
-        return None
 
     def onOpen(self):
         hub = self.factory.hub

@@ -34,7 +34,7 @@ class _Row:
 
 
 class _TypeRows:
-    __slots__ = ("fields", "wildcard", "buckets")
+    __slots__ = ("buckets", "fields", "wildcard")
 
     def __init__(self, fields):
         self.fields = {field.name: field for field in fields}

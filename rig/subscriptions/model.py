@@ -13,7 +13,7 @@ class SubscriptionError(ValueError):
 class Subscription:
     """One subscription: exact event type, OR of clauses, each an AND of field == value."""
 
-    __slots__ = ("event_type", "one_of", "_key")
+    __slots__ = ("_key", "event_type", "one_of")
 
     def __init__(self, event_type, one_of=()):
         self.event_type = event_type

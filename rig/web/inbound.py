@@ -40,7 +40,7 @@ def inbound_resource(hub, settings):
             b"GET": partial(serve_sse, hub, cors),
             b"POST": partial(serve_sse, hub, cors),
         }),
-        (r"/_rig/v1/connection/ws", {b"GET": lambda request: websocket.render(request)}),
+        (r"/_rig/v1/connection/ws", {b"GET": websocket.render}),
         (r"/_rig/v1/connection/longpolling", {
             b"GET": partial(serve_longpoll, hub, settings, cors),
             b"OPTIONS": partial(longpoll_preflight, cors),
