@@ -20,6 +20,17 @@ def buffered_bytes(transport):
         return 0
 
 
+def no_delay(transport):
+    """Turn Nagle off: frames are already coalesced per turn, and a held-back
+    small frame would wait for the peer's delayed ACK (up to 40 ms)."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        try:
+            set_no_delay(True)
+        except OSError:
+            pass
+
+
 def write_now(transport, data):
     """Write *data*, straight to the socket when nothing is queued before it."""
     if (

@@ -3,7 +3,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plain_frame
-from rig.connections.outbox import buffered_bytes, write_now
+from rig.connections.outbox import buffered_bytes, no_delay, write_now
 from rig.connections.setup import SetupError, connection_subscriptions
 from rig.web.http import respond
 
@@ -30,6 +30,7 @@ class SSEConnection:
         self.hub = hub
         self.request = request
         self.transport = request.channel.transport
+        no_delay(self.transport)
         self.local_id = local_id
         self.token = hub.token_for(local_id)
         self.subscriptions = []

@@ -9,11 +9,16 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.logger import Logger
 
 from rig.connections.frames import WS_PING, ws_frame
-from rig.connections.outbox import buffered_bytes, write_now
+from rig.connections.outbox import buffered_bytes, no_delay, write_now
 from rig.connections.setup import SetupError, connection_subscriptions
 
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
 TOO_SLOW = "Too slow."
+_HANDSHAKE_LEFTOVERS = (
+    "http_request_data", "http_headers", "http_response_data", "http_request_params",
+    "http_request_uri", "http_request_path", "http_request_host", "http_status_line",
+    "websocket_protocols", "websocket_extensions",
+)
 
 
 class RigWebSocketProtocol(WebSocketServerProtocol):
@@ -39,6 +44,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self):
         hub = self.factory.hub
         query, self._query = self._query, None
+        self._forget_handshake()
         try:
             subscriptions = connection_subscriptions(hub, query)
         except SetupError as error:
@@ -46,7 +52,14 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             return
         self.local_id = hub.new_local_id()
         self.token = hub.token_for(self.local_id)
+        no_delay(self.transport)
         hub.register(self, subscriptions)
+
+    def _forget_handshake(self):
+        """Drop what autobahn keeps of the HTTP handshake: idle connections stay small."""
+        for name in _HANDSHAKE_LEFTOVERS:
+            if name in self.__dict__:
+                setattr(self, name, None)
 
     def onMessageBegin(self, isBinary):
         if self.state == self.STATE_OPEN:
