@@ -11,12 +11,14 @@ import itertools
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from rig.auth import NoJWTValidation, jwt_subscriptions
+from rig.auth.authority import Authority
+from rig.connections.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
 from rig.connections.outbox import Outbox
 from rig.connections.token import TokenCodec
 from rig.events import rig_event
 from rig.subscriptions.extractors import ExtractorConfig
 from rig.subscriptions.index import SubscriptionIndex
+from rig.subscriptions.inference import jwt_subscriptions
 
 
 class ConnectionRateLimit:
@@ -51,7 +53,7 @@ class Hub:
         max_connections_per_minute=5000,
         heartbeat_interval=15.0,
         send_queue_limit=1 << 20,
-        jwt=None,
+        auth=None,
     ):
         self.reactor = reactor
         self.extractors = extractors or ExtractorConfig()
@@ -60,8 +62,10 @@ class Hub:
         self.outbox = Outbox(reactor)
         self.rate_limit = ConnectionRateLimit(reactor, max_connections_per_minute)
         self.send_queue_limit = send_queue_limit
-        self.jwt = jwt or NoJWTValidation()
+        self.auth = auth or Authority.unconfigured(reactor)
+        self.auth.blacklist.on_add(self.kill_session)
         self.connections = {}
+        self.sessions = {}  # session id -> set of local connections
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._heartbeat = LoopingCall(self._beat)
@@ -71,11 +75,13 @@ class Hub:
     # -- lifecycle -------------------------------------------------------
 
     def start(self):
+        self.auth.start()
         self._heartbeat.start(self._heartbeat_interval, now=False).addErrback(
             lambda failure: self.log.failure("heartbeat loop died", failure)
         )
 
     def stop(self):
+        self.auth.stop()
         if self._heartbeat.running:
             self._heartbeat.stop()
         self.outbox.stop()
@@ -101,8 +107,20 @@ class Hub:
         self.set_subscriptions(connection, subscriptions)
 
     def unregister(self, connection):
-        if self.connections.pop(connection.local_id, None) is not None:
-            self.index.remove(connection)
+        if self.connections.pop(connection.local_id, None) is None:
+            return
+        self.index.remove(connection)
+        for session in connection.sessions or ():
+            members = self.sessions.get(session)
+            if members is not None:
+                members.discard(connection)
+                if not members:
+                    del self.sessions[session]
+        call = connection.expiry_call
+        if call is not None:
+            connection.expiry_call = None
+            if call.active():
+                call.cancel()
 
     def find(self, ref):
         """The live local connection *ref* names, or None."""
@@ -122,10 +140,56 @@ class Hub:
             )
         )
 
-    def subscriptions_from_jwt(self, token):
-        """Validated claims of *token* turned into subscriptions (raises InvalidJWT)."""
-        claims = self.jwt.claims(token)
-        return claims, jwt_subscriptions(self.extractors, claims)
+    def subscriptions_from_claims(self, claims):
+        return jwt_subscriptions(self.extractors, claims)
+
+    # -- sessions and token lifetime ------------------------------------
+
+    def join_sessions(self, connection, claims_list):
+        """Associate *connection* with the session of each token; adopt the latest expiry.
+
+        A connection authenticated by a JWT ends when that JWT expires, unless a
+        newer valid JWT of one of its sessions (or its first JWT) extends it.
+        """
+        session_of = self.auth.validator.session_of
+        extended = None
+        for claims in claims_list:
+            session = session_of(claims)
+            known = connection.sessions
+            if not known or session in known:
+                expires = claims.get("exp")
+                extended = expires if extended is None else max(extended, expires)
+            if session is not None:
+                if known is None:
+                    connection.sessions = known = set()
+                known.add(session)
+                self.sessions.setdefault(session, set()).add(connection)
+        if extended is not None:
+            self._expire_at(connection, extended)
+
+    def _expire_at(self, connection, expires_at):
+        call = connection.expiry_call
+        if call is not None and call.active():
+            if call.getTime() >= expires_at:
+                return
+            call.cancel()
+        delay = max(0.0, expires_at - self.reactor.seconds())
+        connection.expiry_call = self.reactor.callLater(delay, self._token_expired, connection)
+
+    def _token_expired(self, connection):
+        connection.expiry_call = None
+        self.log.info("Closing connection {local_id}: its token expired",
+                      local_id=connection.local_id)
+        connection.close(TOKEN_EXPIRED)
+
+    def kill_session(self, session):
+        """Close every local connection of a blacklisted session at once."""
+        members = self.sessions.pop(session, ())
+        if members:
+            self.log.info("Session {session} blacklisted: closing {count} connections",
+                          session=session, count=len(members))
+        for connection in list(members):
+            connection.close(SESSION_KILLED)
 
     # -- publishing ------------------------------------------------------
 
@@ -155,6 +219,6 @@ class Hub:
         """Close every connection (shutdown): WebSockets go away, streams end."""
         for connection in list(self.connections.values()):
             try:
-                connection.close()
+                connection.close(SHUTDOWN)
             except Exception:
                 self.log.failure("closing {connection!r}", connection=connection)

@@ -8,6 +8,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from rig.auth.authority import Authority
 from rig.connections.token import TokenCodec
 from rig.hub import Hub
 from rig.web.inbound import inbound_site
@@ -87,6 +88,7 @@ class RigService(MultiService):
             max_connections_per_minute=settings.max_connections_per_minute,
             heartbeat_interval=settings.heartbeat_interval,
             send_queue_limit=settings.send_queue_limit,
+            auth=Authority.from_settings(settings, reactor),
         )
         service = cls(hub)
         service.settings = settings

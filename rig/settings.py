@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 import attrs
 
+from rig.auth.jwt import ALGORITHMS, load_key
 from rig.logs import parse_format, parse_level
 from rig.subscriptions.extractors import ExtractorConfig, parse_extractors
+from rig.subscriptions.pointer import parse_pointer
 
 
 class SettingsError(Exception):
@@ -48,6 +50,14 @@ class Settings:
     longpoll_session_ttl: float = 3600.0
     send_queue_limit: int = 1048576
     max_request_bytes: int = 8000000
+    jwt_secret_key: str = attrs.field(default="", repr=False)
+    jwt_alg: str = "HS256"
+    jwt_jwks_url: str | None = None
+    jwt_session_field: tuple = ("jti",)
+    jwt_leeway: float = 10.0
+    subscription_check: str = "no_check"
+    submission_check: str = "no_check"
+    auth_check_timeout: float = 5.0
 
     @classmethod
     def load(cls, config_path, environ):
@@ -71,6 +81,7 @@ class Settings:
             text = environ.get(spec.env, "")
             if text.strip():
                 values[spec.field] = spec.convert(spec.parse, text)
+        _check_jwt_key(values)
         return cls(**values)
 
 
@@ -160,6 +171,51 @@ def _extractors(value):
     return parse_extractors(value)
 
 
+def _jwt_algorithm(value):
+    if not isinstance(value, str):
+        raise TypeError(f"must be a string, got {value!r}")
+    by_upper = {name.upper(): name for name in ALGORITHMS}
+    name = by_upper.get(value.strip().upper())
+    if name is None:
+        raise ValueError(f"must be one of {', '.join(ALGORITHMS)}, got {value!r}")
+    return name
+
+
+def _url(value):
+    text = _text(value)
+    if not text.lower().startswith(("http://", "https://")):
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    return text
+
+
+def _pointer(value):
+    if not isinstance(value, str):
+        raise TypeError(f"must be a JSON pointer string, got {value!r}")
+    return parse_pointer(value.strip())
+
+
+def _check_mode(value):
+    """no_check, jwt_validation (any case) or the URL of an external checker."""
+    text = _text(value)
+    if text.lower() in ("no_check", "jwt_validation"):
+        return text.lower()
+    return _url(text)
+
+
+def _check_jwt_key(values):
+    """An asymmetric JWT_ALG needs a key that parses; say so at start, not per request."""
+    algorithm = values.get("jwt_alg", "HS256")
+    material = values.get("jwt_secret_key", "")
+    if values.get("jwt_jwks_url") and not material:
+        return
+    if not material:
+        return
+    try:
+        load_key(algorithm, material)
+    except (ValueError, OSError) as error:
+        raise SettingsError(f"JWT_SECRET_KEY: {error} (JWT_ALG={algorithm})") from None
+
+
 @attrs.frozen
 class _Spec:
     """How one setting is read: its field, its variable, and how to check each source."""
@@ -201,6 +257,14 @@ _SPECS = (
     _spec("longpoll_session_ttl", "LONGPOLL_SESSION_TTL", _check_seconds, _parse_seconds),
     _spec("send_queue_limit", "SEND_QUEUE_LIMIT", *_integer(1024)),
     _spec("max_request_bytes", "MAX_REQUEST_BYTES", *_integer(1)),
+    _spec("jwt_secret_key", "JWT_SECRET_KEY", _secret),
+    _spec("jwt_alg", "JWT_ALG", _jwt_algorithm),
+    _spec("jwt_jwks_url", "JWT_JWKS_URL", _url),
+    _spec("jwt_session_field", "JWT_SESSION_FIELD", _pointer),
+    _spec("jwt_leeway", "JWT_LEEWAY", _check_seconds, _parse_seconds),
+    _spec("subscription_check", "SUBSCRIPTION_CHECK", _check_mode),
+    _spec("submission_check", "SUBMISSION_CHECK", _check_mode),
+    _spec("auth_check_timeout", "AUTH_CHECK_TIMEOUT", _check_seconds, _parse_seconds),
 )
 
 

@@ -1,6 +1,8 @@
 """Timers driven by a Clock: heartbeats, pings, long-poll waits and expiry, rate windows."""
 import json
+from inspect import iscoroutine
 
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -36,6 +38,18 @@ def make_request(cookies=None, query=None):
     request.args = query or {}
     request.received_cookies = cookies or {}
     return request
+
+
+def settled(result):
+    """The value of a handler that may be a coroutine which completes at once."""
+    if not iscoroutine(result):
+        return result
+    outcome = []
+    ensureDeferred(result).addBoth(outcome.append)
+    (value,) = outcome
+    if isinstance(value, Failure):
+        value.raiseException()
+    return value
 
 
 def written(request):
@@ -120,7 +134,7 @@ def test_rate_limit_window_resets_each_minute():
 def test_sse_heartbeat_frames_on_the_stream():
     clock, hub = make_hub(heartbeat_interval=15.0)
     request = make_request()
-    assert serve_sse(hub, b"*", request) is NOT_DONE_YET
+    assert settled(serve_sse(hub, b"*", request)) is NOT_DONE_YET
     clock.advance(0)
     head = written(request)
     assert b"200 OK" in head and b"event: rig.connection.create" in head
@@ -159,7 +173,7 @@ def longpoll_settings(**overrides):
 
 def new_session(hub, query=None):
     request = make_request(query=query)
-    body = serve_longpoll(hub, longpoll_settings(), b"*", request)
+    body = settled(serve_longpoll(hub, longpoll_settings(), b"*", request))
     assert body == b'"ok"'
     (session,) = hub.connections.values()
     return session
@@ -170,7 +184,7 @@ def poll(hub, session, cursor="first_event"):
         b"connection_token": session.token.encode(),
         b"last_event_id": json.dumps(cursor).encode(),
     })
-    return request, serve_longpoll(hub, longpoll_settings(), b"*", request)
+    return request, settled(serve_longpoll(hub, longpoll_settings(), b"*", request))
 
 
 def response_json(request):

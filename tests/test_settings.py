@@ -34,6 +34,14 @@ def error_for(mapping=None, environ=None):
 
 def test_env_names():
     assert set(env_names()) == {
+        "JWT_SECRET_KEY",
+        "JWT_ALG",
+        "JWT_JWKS_URL",
+        "JWT_SESSION_FIELD",
+        "JWT_LEEWAY",
+        "SUBSCRIPTION_CHECK",
+        "SUBMISSION_CHECK",
+        "AUTH_CHECK_TIMEOUT",
         "INBOUND_PORT",
         "API_HTTP_PORT",
         "HOST",
@@ -134,7 +142,7 @@ def test_env_overrides_file(tmp_path):
 
 def test_empty_and_unknown_env_values_are_ignored(tmp_path):
     path = write(tmp_path, "inbound_port = 5000\n")
-    environ = {"INBOUND_PORT": "", "HOST": "  ", "PATH": "/bin", "JWT_SECRET_KEY": "x"}
+    environ = {"INBOUND_PORT": "", "HOST": "  ", "PATH": "/bin", "JWT_SECRETS": "x"}
     assert Settings.load(path, environ) == Settings(inbound_listen="tcp:5000")
 
 

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from rig.connections.frames import longpoll_frame
-from rig.connections.setup import SetupError, connection_subscriptions
+from rig.connections.setup import SetupError, admit
 from rig.connections.token import InvalidToken
 from rig.web.http import JSON, respond
 
@@ -23,6 +23,8 @@ class LongPollSession:
     kind = "longpoll"
     framer = staticmethod(longpoll_frame)
     pending = None
+    sessions = None
+    expiry_call = None
     log = Logger()
 
     def __init__(self, hub, local_id, *, buffer_size, wait, ttl, cors):
@@ -61,7 +63,7 @@ class LongPollSession:
             self.log.debug("Long-poll session {local_id} expired", local_id=self.local_id)
             self.close()
 
-    def close(self, frame=None):
+    def close(self, reason=None):
         self.hub.unregister(self)
         self._answer_parked()
 
@@ -160,8 +162,12 @@ def serve_longpoll(hub, settings, cors, request):
     session = _live_session(hub, request)
     if session is not None:
         return session.poll(request, _cursor(request))
+    return _new_session(hub, settings, cors, request)
+
+
+async def _new_session(hub, settings, cors, request):
     try:
-        subscriptions = connection_subscriptions(hub, request.args, longpoll=True)
+        admission = await admit(hub, request.args, longpoll=True)
     except SetupError as error:
         if error.status != 429:
             cors_headers(request, cors)
@@ -171,7 +177,7 @@ def serve_longpoll(hub, settings, cors, request):
         buffer_size=settings.longpoll_buffer_size, wait=settings.longpoll_wait,
         ttl=settings.longpoll_session_ttl, cors=cors,
     )
-    hub.register(session, subscriptions)
+    admission.join(hub, session)
     set_session_cookies(request, session.token, FIRST_EVENT)
     cors_headers(request, cors)
     return respond(request, 200, b'"ok"', JSON, headers=[(b"cache-control", b"no-cache")])

@@ -1,10 +1,16 @@
 """What every transport does before a connection goes live (spec Part B 2.3 steps 1-6).
 
-Parse the ``subscriptions`` parameter, turn a ``jwt`` parameter into
-subscriptions, validate, combine, and count the connection against the
-per-minute limit. Failures carry the HTTP answer and the WebSocket close reason.
+Parse the ``subscriptions`` parameter, turn a ``jwt`` parameter into claims
+and subscriptions, validate, ask ``SUBSCRIPTION_CHECK`` (only when
+subscriptions were given), and count the connection against the per-minute
+limit. Failures carry the HTTP answer and the WebSocket close reason.
 """
-from rig.auth import InvalidJWT
+import json
+
+import attrs
+
+from rig.auth.checks import CheckRequest
+from rig.auth.jwt import InvalidJWT
 from rig.subscriptions.model import (
     SubscriptionError,
     decode_subscriptions_param,
@@ -14,6 +20,7 @@ from rig.subscriptions.model import (
 
 BAD_REQUEST = "Bad request."
 RATE_LIMITED = "Reached maximum number of connections"
+DENIED = "Subscription denied (not authorized)."
 
 
 class SetupError(Exception):
@@ -24,6 +31,20 @@ class SetupError(Exception):
         self.status = status
         self.message = message
         self.close_reason = close_reason
+
+
+@attrs.frozen
+class Admission:
+    """An accepted connection's subscriptions and the claims of its JWT (if any)."""
+
+    subscriptions: list
+    claims: dict | None = None
+
+    def join(self, hub, connection):
+        """Register *connection* and tie it to its JWT's session and lifetime."""
+        hub.register(connection, self.subscriptions)
+        if self.claims is not None:
+            hub.join_sessions(connection, [self.claims])
 
 
 def query_arg(args, name):
@@ -37,8 +58,8 @@ def query_arg(args, name):
     return value or None
 
 
-def connection_subscriptions(hub, args, *, longpoll=False):
-    """The effective subscriptions of a new connection, or SetupError.
+async def admit(hub, args, *, longpoll=False):
+    """The Admission of a new connection, or SetupError.
 
     Long polling checks the rate limit first and accepts the wrapped
     ``{"subscriptions": [...]}`` form, as RIG does.
@@ -53,19 +74,28 @@ def connection_subscriptions(hub, args, *, longpoll=False):
         except ValueError as error:
             message = f"Failed to decode subscription list: {error}"
             raise SetupError(400, message, close_reason=message) from None
-    inferred = []
+    claims, inferred = None, []
     token = query_arg(args, "jwt")
     if token is not None:
         try:
-            _claims, inferred = hub.subscriptions_from_jwt(token)
+            claims = hub.auth.validator.claims(token)
         except InvalidJWT as error:
             raise SetupError(
                 400, f"could not parse subscriptions: could not decode JWT: {error}"
             ) from None
+        inferred = hub.subscriptions_from_claims(claims)
     try:
         manual = parse_subscriptions(decoded)
     except SubscriptionError as error:
         raise SetupError(400, f"could not parse subscriptions: {error}") from None
+    if text is not None:
+        check = CheckRequest(
+            json.dumps({"subscriptions": decoded}).encode(),
+            "application/json; charset=utf-8",
+            (f"Bearer {token}",) if token is not None else (),
+        )
+        if not await hub.auth.subscription_check.allows(check):
+            raise SetupError(400, DENIED)
     if not longpoll and not hub.rate_limit.allow():
         raise SetupError(429, RATE_LIMITED)
-    return unique(inferred + manual)
+    return Admission(unique(inferred + manual), claims)

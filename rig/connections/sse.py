@@ -2,9 +2,11 @@
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
+from rig.connections.closing import SHUTDOWN
 from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plain_frame
 from rig.connections.outbox import buffered_bytes, no_delay, write_now
-from rig.connections.setup import SetupError, connection_subscriptions
+from rig.connections.setup import SetupError, admit
+from rig.events import rig_event
 from rig.web.http import respond
 
 
@@ -16,10 +18,12 @@ class SSEConnection:
     __slots__ = (
         "__weakref__",
         "_heartbeat",
+        "expiry_call",
         "framer",
         "hub",
         "local_id",
         "pending",
+        "sessions",
         "request",
         "subscriptions",
         "token",
@@ -35,6 +39,8 @@ class SSEConnection:
         self.token = hub.token_for(local_id)
         self.subscriptions = []
         self.pending = None
+        self.sessions = None
+        self.expiry_call = None
         if request.chunked:
             self.framer, self._heartbeat = sse_chunked_frame, chunk(HEARTBEAT)
         else:
@@ -67,13 +73,17 @@ class SSEConnection:
             self.transport = None
             transport.abortConnection()
 
-    def close(self, frame=None):
-        """End the stream (optionally after a last frame) so the browser reconnects."""
+    def close(self, reason=SHUTDOWN):
+        """End the stream (after a last RIG event, if the reason has one)."""
         transport, self.transport = self.transport, None
         self.hub.unregister(self)
         if transport is None:
             return
-        data = b"".join(self.pending or ()) + (frame or b"")
+        last = b""
+        if reason.sse_event is not None:
+            last = self.framer(rig_event(reason.sse_event, None, now=self.hub.reactor.seconds()),
+                               None)
+        data = b"".join(self.pending or ()) + last
         self.pending = None
         if data:
             write_now(transport, data)
@@ -85,12 +95,14 @@ class SSEConnection:
         self.hub.unregister(self)
 
 
-def serve_sse(hub, cors, request):
+async def serve_sse(hub, cors, request):
     """Validate, answer 200 with the stream headers, and register the connection."""
     try:
-        subscriptions = connection_subscriptions(hub, request.args)
+        admission = await admit(hub, request.args)
     except SetupError as error:
         return respond(request, error.status, error.message, content_type=None)
+    if request._disconnected:
+        return NOT_DONE_YET  # the client left while we were checking
     request.setResponseCode(200)
     request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
     request.setHeader(b"cache-control", b"no-cache")
@@ -98,5 +110,5 @@ def serve_sse(hub, cors, request):
     request.write(b"")  # the headers go out now; frames follow on the raw transport
     connection = SSEConnection(hub, request, hub.new_local_id())
     request.notifyFinish().addBoth(connection._lost)
-    hub.register(connection, subscriptions)
+    admission.join(hub, connection)
     return NOT_DONE_YET

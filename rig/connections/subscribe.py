@@ -6,22 +6,13 @@ Checks run in RIG's order so every failure gets RIG's status and sentence.
 """
 import json
 
-from rig.auth import InvalidJWT, jwt_subscriptions
+from rig.auth.checks import CheckRequest, authorization_tokens
+from rig.auth.jwt import InvalidJWT
 from rig.connections.token import InvalidToken
 from rig.subscriptions.model import SubscriptionError, parse_subscriptions
-from rig.web.http import header, request_body, respond
+from rig.web.http import authorization_values, header, request_body, respond
 
 SUPPORTED = "The following media types are supported by this endpoint: application/json"
-
-
-def bearer_tokens(request):
-    """Every ``Authorization: Bearer`` value of the request, in order."""
-    tokens = []
-    for value in request.requestHeaders.getRawHeaders(b"authorization", []):
-        text = value.decode("utf-8", "replace").strip()
-        if text[:7].lower() == "bearer ":
-            tokens.append(text[7:].strip())
-    return tokens
 
 
 def _accepts_json(accept):
@@ -36,14 +27,16 @@ def _is_json_content_type(value):
     return value is not None and value.split(";")[0].strip().lower() == "application/json"
 
 
-def put_subscriptions(hub, cors, request, kind, token):
+async def put_subscriptions(hub, cors, request, kind, token):
     accept = header(request, b"accept")
     if accept is not None and not _accepts_json(accept):
         return respond(request, 406, f"Not acceptable: {accept}. {SUPPORTED}", content_type=None)
+    content_type = header(request, b"content-type")
+    raw_body = request_body(request)
     try:
-        if not _is_json_content_type(header(request, b"content-type")):
+        if not _is_json_content_type(content_type):
             raise ValueError("the content-type must be application/json")
-        body = json.loads(request_body(request).decode("utf-8"))
+        body = json.loads(raw_body.decode("utf-8"))
     except ValueError as error:  # includes UnicodeDecodeError and JSONDecodeError
         return respond(request, 400, f"Expected JSON encoded body. ({error})", content_type=None)
     if not isinstance(body, dict) or "subscriptions" not in body:
@@ -54,6 +47,11 @@ def put_subscriptions(hub, cors, request, kind, token):
             content_type=None,
         )
     cors_header = [(b"access-control-allow-origin", cors)]
+    authorization = authorization_values(request)
+    if not await hub.auth.subscription_check.allows(
+        CheckRequest(raw_body, content_type, authorization)
+    ):
+        return respond(request, 403, "Subscription denied.", headers=cors_header)
     try:
         ref = hub.codec.decode(token)
     except InvalidToken:
@@ -61,10 +59,10 @@ def put_subscriptions(hub, cors, request, kind, token):
     connection = hub.find(ref)
     if connection is None:
         return respond(request, 410, "Connection no longer exists.", headers=cors_header)
-    claims = {}
+    claims_list = []
     try:
-        for bearer in bearer_tokens(request):
-            claims.update(hub.jwt.claims(bearer))
+        for bearer in authorization_tokens(authorization, lenient=False):
+            claims_list.append(hub.auth.validator.claims(bearer))
     except InvalidJWT as error:
         return respond(
             request, 400,
@@ -80,7 +78,13 @@ def put_subscriptions(hub, cors, request, kind, token):
             f"cannot accept subscription request: could not parse given subscriptions: {error}",
             headers=cors_header,
         )
-    hub.set_subscriptions(connection, jwt_subscriptions(hub.extractors, claims) + manual)
+    if hub.find(ref) is not connection:
+        return respond(request, 410, "Connection no longer exists.", headers=cors_header)
+    merged = {}
+    for claims in claims_list:
+        merged.update(claims)
+    hub.join_sessions(connection, claims_list)
+    hub.set_subscriptions(connection, hub.subscriptions_from_claims(merged) + manual)
     return respond(request, 204, headers=cors_header)
 
 

@@ -8,9 +8,12 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.logger import Logger
 
+from rig.connections.closing import SHUTDOWN
 from rig.connections.frames import WS_PING, ws_frame
 from rig.connections.outbox import buffered_bytes, no_delay, write_now
-from rig.connections.setup import SetupError, connection_subscriptions
+from twisted.internet.defer import ensureDeferred
+
+from rig.connections.setup import SetupError, admit
 
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
 TOO_SLOW = "Too slow."
@@ -30,6 +33,8 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     token = None
     subscriptions = ()
     pending = None
+    sessions = None
+    expiry_call = None
     _awaiting_pong = False
     _query = None
 
@@ -42,18 +47,25 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         self._query = request.params
 
     def onOpen(self):
-        hub = self.factory.hub
         query, self._query = self._query, None
         self._forget_handshake()
+        ensureDeferred(self._admit(query)).addErrback(
+            lambda failure: self.log.failure("admitting a WebSocket", failure)
+        )
+
+    async def _admit(self, query):
+        hub = self.factory.hub
         try:
-            subscriptions = connection_subscriptions(hub, query)
+            admission = await admit(hub, query)
         except SetupError as error:
             self.sendClose(1000, error.close_reason)
             return
+        if self.state != self.STATE_OPEN:
+            return  # the client left while we were checking
         self.local_id = hub.new_local_id()
         self.token = hub.token_for(self.local_id)
         no_delay(self.transport)
-        hub.register(self, subscriptions)
+        admission.join(hub, self)
 
     def _forget_handshake(self):
         """Drop what autobahn keeps of the HTTP handshake: idle connections stay small."""
@@ -109,14 +121,14 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             self.factory.hub.unregister(self)
             self.sendCloseFrame(code=1008, reasonUtf8=TOO_SLOW.encode(), isReply=False)
 
-    def close(self, code=1001, reason=None):
+    def close(self, reason=SHUTDOWN):
         self.factory.hub.unregister(self)
         if self.pending:
             data, self.pending = b"".join(self.pending), None
             self.flush_pending(data)
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(
-                code=code, reasonUtf8=reason.encode() if reason else None, isReply=False
+                code=reason.ws_code, reasonUtf8=(reason.ws_reason or "").encode(), isReply=False
             )
 
 

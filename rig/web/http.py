@@ -1,9 +1,13 @@
 """Small pieces shared by both HTTP listeners: a bounded request, a site, a router."""
 import re
+from inspect import iscoroutine
 
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 TEXT = b"text/plain; charset=utf-8"
 JSON = b"application/json; charset=utf-8"
@@ -73,6 +77,14 @@ def header(request, name):
     return None if value is None else value.decode("utf-8", "replace")
 
 
+def authorization_values(request):
+    """The request's Authorization header values, as text, in order."""
+    return tuple(
+        value.decode("utf-8", "replace")
+        for value in request.requestHeaders.getRawHeaders(b"authorization", [])
+    )
+
+
 def headers_as_text(request):
     """Lower-case header name to its first value, both as text."""
     return {
@@ -84,8 +96,8 @@ def headers_as_text(request):
 class Router(Resource):
     """Dispatches on (method, path pattern); anything unmatched goes to *fallback*.
 
-    Handlers are ``handler(request, **path_groups)`` returning bytes or
-    ``NOT_DONE_YET``. HEAD is routed as GET.
+    Handlers are ``handler(request, **path_groups)`` returning bytes,
+    ``NOT_DONE_YET``, or a Deferred (or coroutine) of either. HEAD is routed as GET.
     """
 
     isLeaf = True
@@ -104,11 +116,33 @@ class Router(Resource):
                 headers=[(b"connection", b"close")],
             )
         try:
-            return (handler or self._fallback)(request, **groups)
+            result = (handler or self._fallback)(request, **groups)
         except Exception:
-            self.log.failure("while serving {method} {path}", method=request.method,
-                             path=request.path)
-            return respond(request, http.INTERNAL_SERVER_ERROR, "Internal server error.")
+            return self._failed(Failure(), request)
+        if iscoroutine(result):
+            result = ensureDeferred(result)
+        if isinstance(result, Deferred):
+            result.addErrback(self._failed, request).addCallback(self._finish, request)
+            return NOT_DONE_YET
+        return result
+
+    def _failed(self, failure, request):
+        self.log.failure("while serving {method} {path}", failure, method=request.method,
+                         path=request.path)
+        if request.startedWriting:
+            request.loseConnection()
+            return NOT_DONE_YET
+        return respond(request, http.INTERNAL_SERVER_ERROR, "Internal server error.")
+
+    @staticmethod
+    def _finish(body, request):
+        """Complete an asynchronously rendered request, unless its client left."""
+        if body is NOT_DONE_YET or request.finished or request.channel is None:
+            return
+        if request._disconnected:
+            return
+        request.write(body)
+        request.finish()
 
     def _resolve(self, request):
         path = request.path.decode("utf-8", "replace")

@@ -33,7 +33,8 @@ def inbound_resource(hub, settings):
     routes = [
         (r"/_rig/health", {b"GET": health}),
         (r"/_rig/v1/events", {
-            b"POST": partial(publish_event, hub, extra_headers=cors_header),
+            b"POST": partial(publish_event, hub, extra_headers=cors_header,
+                             check=hub.auth.submission_check),
             b"OPTIONS": partial(events_preflight, cors),
         }),
         (r"/_rig/v1/connection/sse", {

@@ -1,0 +1,1 @@
+"""Authentication and authorization: JWT validation, checks, and the session blacklist."""
