@@ -21,3 +21,20 @@ async def make_gateway():
 @pytest_twisted.async_yield_fixture
 async def gateway(make_gateway):
     yield make_gateway()
+
+
+@pytest_twisted.async_yield_fixture
+async def stub_server():
+    """Start loopback HTTP stubs (external checkers, JWKS); stop them afterwards."""
+    from tests.support import StubServer
+
+    started = []
+
+    def make(answer):
+        server = StubServer(answer)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        await server.stop()

@@ -296,3 +296,64 @@ class WSClient:
     def disconnect(self):
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.abortConnection()
+
+
+def make_jwt(claims=None, secret="mysecret", algorithm="HS256", lifetime=7200.0, **extra):
+    """An HS256 token (by default) expiring *lifetime* seconds from now."""
+    import time
+
+    import jwt as pyjwt
+
+    payload = {"exp": time.time() + lifetime}
+    payload.update(claims or {})
+    payload.update(extra)
+    return pyjwt.encode(payload, secret, algorithm=algorithm)
+
+
+class StubServer:
+    """A real HTTP server on loopback answering with a function; records requests.
+
+    ``answer(request_info)`` returns (status, body bytes), or None to never answer.
+    """
+
+    def __init__(self, answer):
+        from twisted.web import resource, server
+
+        stub = self
+
+        class _Resource(resource.Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.content.seek(0)
+                info = {
+                    "method": request.method.decode(),
+                    "path": request.path.decode(),
+                    "headers": {k.decode().lower(): v[0].decode()
+                                for k, v in request.requestHeaders.getAllRawHeaders()},
+                    "body": request.content.read(),
+                }
+                stub.requests.append(info)
+                outcome = stub.answer(info)
+                if outcome is None:
+                    stub.hanging.append(request)
+                    return server.NOT_DONE_YET
+                status, body = outcome
+                request.setResponseCode(status)
+                return body
+
+        self.answer = answer
+        self.requests = []
+        self.hanging = []
+        self.site = server.Site(_Resource())
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port.getHost().port}/check"
+
+    async def stop(self):
+        for request in self.hanging:
+            if not request.finished and request.channel is not None:
+                request.channel.transport.abortConnection()
+        await defer.maybeDeferred(self.port.stopListening)

@@ -140,16 +140,25 @@ def extractor_configs(draw):
     return config
 
 
-CLAUSES = st.dictionaries(st.sampled_from(CLAUSE_FIELDS), VALUES, max_size=3)
-
-
-SUBSCRIPTION_LISTS = st.lists(
-    st.fixed_dictionaries(
-        {"eventType": TYPES},
-        optional={"oneOf": st.lists(CLAUSES, max_size=3)},
-    ),
-    max_size=3,
+# Clauses mostly constrain configured names: wildcard clauses shadow a connection's
+# other clauses, so too many of them would leave little to check.
+CLAUSES = st.dictionaries(
+    st.sampled_from((*FIELD_NAMES, *FIELD_NAMES, *CLAUSE_FIELDS)), VALUES, max_size=3
 )
+
+
+@st.composite
+def subscriptions(draw):
+    subscription = {"eventType": draw(TYPES)}
+    shape = draw(st.sampled_from(("clauses",) * 6 + ("empty", "absent")))
+    if shape == "clauses":
+        subscription["oneOf"] = draw(st.lists(CLAUSES, min_size=1, max_size=3))
+    elif shape == "empty":
+        subscription["oneOf"] = []
+    return subscription
+
+
+SUBSCRIPTION_LISTS = st.lists(subscriptions(), max_size=3)
 
 
 OPERATIONS = st.lists(

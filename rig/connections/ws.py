@@ -6,13 +6,12 @@ is itself the hub connection, to keep an idle connection small.
 """
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from rig.connections.closing import SHUTDOWN
 from rig.connections.frames import WS_PING, ws_frame
 from rig.connections.outbox import buffered_bytes, no_delay, write_now
-from twisted.internet.defer import ensureDeferred
-
 from rig.connections.setup import SetupError, admit
 
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."

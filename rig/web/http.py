@@ -38,11 +38,19 @@ class BoundedRequest(server.Request):
         super().handleContentChunk(data)
 
 
+class RigChannel(http.HTTPChannel):
+    """Room for 16 KB header values (long JWTs and SAML tokens), as RIG allows."""
+
+    MAX_LENGTH = 32768
+    totalHeadersSize = 65536
+
+
 class RigSite(server.Site):
     """No access log lines, no tracebacks to clients, bounded bodies."""
 
     displayTracebacks = False
     noisy = False
+    protocol = RigChannel
 
     def __init__(self, resource, *, max_request_bytes=8_000_000, **kwargs):
         super().__init__(resource, requestFactory=BoundedRequest, **kwargs)

@@ -1,6 +1,7 @@
 """The internal API listener's resource tree (:4010): health and management."""
 from functools import partial
 
+from rig.web.blacklist_api import add_to_blacklist, check_blacklist
 from rig.web.http import JSON, TEXT, RigSite, Router, respond
 from rig.web.publish import publish_event
 
@@ -19,6 +20,8 @@ def internal_resource(hub, settings):
         (r"/health", {b"GET": health}),
         (r"/v3/messages", publish),
         (r"/v2/messages", publish),
+        (r"/v[23]/session-blacklist", {b"POST": partial(add_to_blacklist, hub)}),
+        (r"/v[23]/session-blacklist/(?P<session>[^/]+)", {b"GET": partial(check_blacklist, hub)}),
     ]
     return Router(routes, fallback=not_found)
 
