@@ -180,3 +180,72 @@ async def test_expiring_token_closes_connections_unless_refreshed(make_gateway):
     await gateway.publish(greeting("alice", "still-here"))
     events = [await kept.next_event(), await kept.next_event()]
     assert events[-1]["id"] == "still-here"
+
+
+@pytest_twisted.ensureDeferred
+async def test_huge_tokens_are_refused_cleanly(make_gateway):
+    gateway = make_gateway(**AUTH)
+    huge = make_jwt({"username": "alice", "blob": "x" * 14000})
+    client = await gateway.sse(f"?jwt={huge}")
+    assert client.status == 400
+    assert b"not a token: longer than 16384 bytes" in await client.response_body()
+    fits = make_jwt({"username": "alice", "blob": "x" * 9000})  # ~12 KB: accepted
+    client = await gateway.sse(f"?jwt={fits}")
+    assert client.status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_jwks_keys_are_fetched_and_refreshed_on_unknown_kid(make_gateway, stub_server):
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    keys = {"k1": ec.generate_private_key(ec.SECP256R1())}
+    published = []
+
+    def answer(info):
+        if info["path"] == "/broken":
+            return 500, b"oops"
+        jwks = []
+        for kid in published:
+            jwk = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(keys[kid].public_key()))
+            jwk.update(kid=kid, alg="ES256")
+            jwks.append(jwk)
+        return 200, json.dumps({"keys": jwks}).encode()
+
+    server = stub_server(answer)
+    published.append("k1")
+    gateway = make_gateway(jwt_jwks_url=server.url, jwt_alg="ES256")
+    jwks = gateway.hub.auth.jwks
+    jwks._min_interval = 0.0
+    await within(jwks.refresh())
+
+    def token(kid):
+        return pyjwt.encode({"exp": 9_999_999_999, "username": "alice"}, keys[kid],
+                            algorithm="ES256", headers={"kid": kid})
+
+    client = await gateway.sse(f"?jwt={token('k1')}")
+    assert client.status == 200
+    keys["k2"] = ec.generate_private_key(ec.SECP256R1())
+    published.append("k2")
+    refused = await gateway.sse(f"?jwt={token('k2')}")  # unknown kid: refused, refetch starts
+    assert refused.status == 400
+    assert b"unknown key id" in await refused.response_body()
+    for _ in range(50):
+        if jwks.key("k2") is not None:
+            break
+        await deferLater(reactor, 0.02)
+    client = await gateway.sse(f"?jwt={token('k2')}")
+    assert client.status == 200
+    forged = pyjwt.encode({"exp": 9_999_999_999}, "secret", algorithm="HS256",
+                          headers={"kid": "k1"})
+    refused = await gateway.sse(f"?jwt={forged}")
+    assert refused.status == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_jwks_endpoint_down_refuses_tokens_but_serves_everything_else(make_gateway):
+    gateway = make_gateway(jwt_jwks_url="http://127.0.0.1:9/jwks.json", jwt_alg="RS256")
+    refused = await gateway.sse("?jwt=" + make_jwt({}))
+    assert refused.status == 400
+    plain = await gateway.sse()
+    assert plain.status == 200
