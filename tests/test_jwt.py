@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -186,6 +186,16 @@ def test_pem_with_literal_backslash_n_escapes_is_accepted(algorithm, as_certific
     validator = JWTValidator(make_clock(), algorithm=algorithm, key=load_key(algorithm, env_style))
     token = jwt.encode(claims(), signing_key, algorithm=algorithm)
     assert validator.claims(token)["sub"] == "alice"
+
+
+def test_eddsa_accepts_ed448_keys_too():
+    signing_key = ed448.Ed448PrivateKey.generate()
+    validator = JWTValidator(make_clock(), algorithm="EdDSA",
+                             key=load_key("EdDSA", public_pem(signing_key)))
+    token = jwt.encode(claims(), signing_key, algorithm="EdDSA")
+    assert validator.claims(token)["sub"] == "alice"
+    other = jwt.encode(claims(), ED_KEY, algorithm="EdDSA")
+    assert reason(validator, other) == "Invalid signature"
 
 
 def test_load_key_for_a_secret_returns_its_bytes():
@@ -501,20 +511,27 @@ JSON = st.recursive(
     | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=8,
 )
-HEADER_EXTRAS = st.dictionaries(
-    st.sampled_from(["kid", "typ", "crit", "b64", "cty", "jku", "x5c", "zip"]), JSON, max_size=3
+HEADER_EXTRAS = st.just({}) | st.dictionaries(
+    st.sampled_from(["kid", "typ", "crit", "b64", "cty", "jku", "x5c", "zip"]),
+    JSON | st.text(max_size=5),
+    max_size=2,
 )
-PAYLOAD = JSON | st.dictionaries(
-    st.sampled_from(["exp", "nbf", "iat", "jti", "sub"]), JSON, max_size=5
+TIMES = st.integers(NOW - 100, NOW + 100) | st.floats(NOW - 100, NOW + 100)
+CLAIMS = st.dictionaries(
+    st.sampled_from(["exp", "nbf", "iat", "jti", "sid", "sub"]),
+    TIMES | st.text(max_size=3) | JSON,
+    max_size=4,
 )
+WITH_EXP = st.builds(lambda exp, rest: {**rest, "exp": exp}, TIMES, CLAIMS)
+PAYLOAD = WITH_EXP | WITH_EXP | CLAIMS | JSON
 
 
-@FUZZ
+@settings(derandomize=True, deadline=None, database=None, max_examples=200)
 @given(HEADER_EXTRAS, PAYLOAD)
 def test_signed_tokens_with_arbitrary_contents_give_claims_or_invalid_jwt(extras, payload):
     header = {**extras, "alg": "HS256"}
     token = hs256_token(SECRET, header, json.dumps(payload).encode("utf-8"))
-    validator = hs_validator(blacklist=frozenset({"x"}))
+    validator = hs_validator(blacklist=frozenset({"x"}), session_pointer=("sid",))
     try:
         result = validator.claims(token)
     except InvalidJWT:
@@ -523,6 +540,8 @@ def test_signed_tokens_with_arbitrary_contents_give_claims_or_invalid_jwt(extras
     exp = result["exp"]
     assert isinstance(exp, int | float) and not isinstance(exp, bool)
     assert exp > NOW - 10
+    assert result.get("jti") != "x"
+    assert validator.session_of(result) in (None, result.get("sid"))
 
 
 # Blacklist
@@ -567,13 +586,16 @@ def test_blacklisted_token_is_valid_again_after_the_entry_expires():
     assert validator.claims(token)["jti"] == "j1"
 
 
-def test_non_string_jti_is_not_looked_up():
+def test_non_string_session_values_are_not_looked_up():
     clock = make_clock()
     blacklist = Blacklist(clock)
     blacklist.add("1", NOW + 100)
-    validator = hs_validator(clock, blacklist=blacklist)
-    assert validator.claims(hs(claims(jti=1)))["jti"] == 1
-    assert validator.claims(hs(claims(jti=["1"])))["jti"] == ["1"]
+    validator = hs_validator(clock, blacklist=blacklist, session_pointer=("sid",))
+    assert validator.claims(hs(claims(sid=1)))["sid"] == 1
+    assert validator.claims(hs(claims(sid=["1"])))["sid"] == ["1"]
+    with pytest.raises(InvalidJWT) as info:
+        validator.claims(hs(claims(jti=1)))  # pyjwt insists on a string jti
+    assert "blacklisted" not in str(info.value)
 
 
 # session_of
@@ -643,6 +665,15 @@ def test_settings_accept_a_valid_pem(algorithm):
     assert env_style.jwt_alg == algorithm
     from_file = Settings.from_mapping({"jwt_alg": algorithm, "jwt_secret_key": pem}, {})
     assert from_file.jwt_alg == algorithm
+
+
+def test_settings_accept_a_pem_file_path(tmp_path):
+    path = tmp_path / "jwt.pem"
+    path.write_text(certificate_pem(P256_KEY), encoding="utf-8")
+    result = Settings.from_mapping({}, {"JWT_ALG": "ES256", "JWT_SECRET_KEY": str(path)})
+    assert result.jwt_alg == "ES256"
+    message = settings_error({"JWT_ALG": "ES384", "JWT_SECRET_KEY": str(path)})
+    assert "JWT_SECRET_KEY" in message
 
 
 def test_settings_accept_algorithms_in_any_case():

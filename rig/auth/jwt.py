@@ -5,6 +5,7 @@ loaded once with the type the algorithm needs (so an RSA public key can never
 be used as an HMAC secret), ``alg: none`` never verifies, and time claims are
 checked against the injected clock (pyjwt's own checks use the wall clock).
 """
+import math
 import os
 
 import jwt
@@ -41,8 +42,8 @@ def load_key(algorithm, material):
     if algorithm in SYMMETRIC:
         if not material:
             raise ValueError(f"{algorithm} needs a non-empty secret")
-        if "-----BEGIN" in material:
-            raise ValueError(f"{algorithm} needs a shared secret, not a PEM key")
+        if "-----BEGIN" in material or material.startswith(("ssh-rsa ", "ssh-ed25519 ", "ecdsa-")):
+            raise ValueError(f"{algorithm} needs a shared secret, not a public key")
         return material.encode("utf-8")
     text = material.strip().replace("\\n", "\n")
     if not text.startswith("-----BEGIN") and os.path.isfile(text):
@@ -93,6 +94,8 @@ class JWTValidator:
     def claims(self, token):
         if not isinstance(token, str) or not token:
             raise InvalidJWT("not a token: empty")
+        if not token.isascii():
+            raise InvalidJWT("not a token: non-ASCII characters")
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidJWT(f"not a token: longer than {MAX_TOKEN_BYTES} bytes")
         try:
@@ -129,8 +132,8 @@ class JWTValidator:
         jwk = self._jwks.key(header.get("kid"))
         if jwk is None:
             raise InvalidJWT("unknown key id")
-        allowed = jwk.algorithm_name if jwk.algorithm_name in ASYMMETRIC else self._algorithm
-        if algorithm != allowed or algorithm not in ASYMMETRIC:
+        # the key's own alg binds it (pyjwt infers one from kty/crv when the JWK has none)
+        if algorithm != jwk.algorithm_name or algorithm not in ASYMMETRIC:
             raise InvalidJWT("Invalid signature")
         return jwk.key, algorithm
 
@@ -155,7 +158,8 @@ class JWTValidator:
 
 
 def _is_number(value):
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite JSON number (NaN would compare false with everything and never expire)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class NoJWTValidation:
