@@ -124,6 +124,14 @@ def _text(value):
     return value.strip()
 
 
+def _node_host(value):
+    """Connection tokens carry the node name in at most 255 bytes."""
+    text = _text(value)
+    if len(text.encode("utf-8")) > 200:
+        raise ValueError("must be at most 200 bytes long")
+    return text
+
+
 def _secret(value):
     """Like _text, but the message never shows the value."""
     if not isinstance(value, str) or not value.strip():
@@ -247,7 +255,7 @@ _SPECS = (
     _spec("cors", "CORS", _text),
     _spec("max_connections_per_minute", "MAX_CONNECTIONS_PER_MINUTE", *_integer(1)),
     _spec("extractors", "EXTRACTORS", _extractors),
-    _spec("node_host", "NODE_HOST", _text),
+    _spec("node_host", "NODE_HOST", _node_host),
     _spec("node_cookie", "NODE_COOKIE", _secret),
     _spec("log_level", "LOG_LEVEL", parse_level),
     _spec("log_fmt", "LOG_FMT", parse_format),

@@ -236,8 +236,8 @@ def probes(config, current):
     clause, the event carrying exactly its constrained values and variants with one of
     those values replaced by a look-alike, a null or nothing.
     """
-    for subscriptions in current.values():
-        for subscription in subscriptions:
+    for entries in current.values():
+        for subscription in entries:
             event_type = subscription["eventType"]
             fields = config.get(event_type, {})
             for clause in subscription.get("oneOf") or [{}]:

@@ -56,9 +56,12 @@ class TokenCodec:
     def decode(self, token):
         """The ConnectionRef in *token*; InvalidToken if it is not one of ours."""
         try:
-            raw = base64.urlsafe_b64decode(token.encode("ascii"))
+            encoded = token.encode("ascii")
+            raw = base64.urlsafe_b64decode(encoded)
         except (binascii.Error, UnicodeEncodeError, ValueError):
             raise InvalidToken("not base64url") from None
+        if base64.urlsafe_b64encode(raw) != encoded:
+            raise InvalidToken("not in canonical base64url form")
         payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
         if len(payload) < 2 or not hmac.compare_digest(tag, self._tag(payload)):
             raise InvalidToken("bad tag")

@@ -6,6 +6,9 @@ client sees the same sentences it saw from the original gateway.
 import json
 
 
+ABSENT = object()
+
+
 class SubscriptionError(ValueError):
     """A subscription list was rejected; str() is RIG's sentence."""
 
@@ -37,16 +40,12 @@ def parse_subscription(entry):
     """One JSON value to a Subscription, or SubscriptionError naming why not."""
     if not isinstance(entry, dict):
         raise _invalid("not a map", entry)
-    event_type = _first_present(entry, ("eventType", "event_type"))
-    if event_type is None:
+    event_type = _first_present(entry, ("eventType", "event_type"), ABSENT)
+    if event_type is ABSENT:
         raise _invalid("event-type not found", entry)
-    if not isinstance(event_type, str):
-        raise _invalid("event-type must be a string", entry)
-    if not event_type:
+    if not isinstance(event_type, str) or not event_type:
         raise _invalid("event-type empty", entry)
-    one_of = _first_present(entry, ("oneOf", "one_of", "constraints"))
-    if one_of is None:
-        one_of = []
+    one_of = _first_present(entry, ("oneOf", "one_of", "constraints"), [])
     if not isinstance(one_of, list):
         raise _invalid("constraints expected to be a list of disjunctive clauses", entry)
     for clause in one_of:
@@ -95,11 +94,11 @@ def unique(subscriptions):
     return kept
 
 
-def _first_present(entry, names):
+def _first_present(entry, names, default):
     for name in names:
         if name in entry:
             return entry[name]
-    return None
+    return default
 
 
 def _invalid(why, entry):

@@ -26,7 +26,7 @@ def resolve(tokens, document):
             if value is MISSING:
                 return MISSING
         elif isinstance(value, list):
-            if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
+            if not (token.isascii() and token.isdigit()) or (len(token) > 1 and token[0] == "0"):
                 return MISSING
             position = int(token)
             if position >= len(value):
