@@ -5,7 +5,6 @@ client sees the same sentences it saw from the original gateway.
 """
 import json
 
-
 ABSENT = object()
 
 
