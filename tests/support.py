@@ -108,7 +108,17 @@ class Gateway:
         await self.pool.closeCachedConnections()
 
 
-class RawHTTPClient(protocol.Protocol):
+class WelcomeMixin:
+    async def welcome(self):
+        """Read the two welcome events; return (connection token, subscriptions set)."""
+        created = await self.next_event()
+        assert created["type"] == "rig.connection.create"
+        subscriptions = await self.next_event()
+        assert subscriptions["type"] == "rig.subscriptions_set"
+        return created["data"]["connection_token"], subscriptions["data"]
+
+
+class RawHTTPClient(WelcomeMixin, protocol.Protocol):
     """Sends one request and exposes the response head and (de-chunked) body as it arrives.
 
     The body is parsed as SSE: ``messages`` yields one dict per message
@@ -207,14 +217,6 @@ class RawHTTPClient(protocol.Protocol):
         """The next CloudEvent on the stream (heartbeats skipped)."""
         return (await self.next_message())["data"]
 
-    async def welcome(self):
-        """Read the two welcome events; return (connection token, subscriptions set)."""
-        created = await self.next_event()
-        assert created["type"] == "rig.connection.create"
-        subscriptions = await self.next_event()
-        assert subscriptions["type"] == "rig.subscriptions_set"
-        return created["data"]["connection_token"], subscriptions["data"]
-
     def _complete(self):
         if not self.complete.called:
             self.complete.callback(self)
@@ -255,7 +257,7 @@ class _WSProtocol(WebSocketClientProtocol):
             client.closed.callback((self.remoteCloseCode, self.remoteCloseReason))
 
 
-class WSClient:
+class WSClient(WelcomeMixin):
     """An autobahn WebSocket client collecting the server's messages."""
 
     def __init__(self):
@@ -279,13 +281,6 @@ class WSClient:
 
     async def next_event(self):
         return await within(self.messages.get())
-
-    async def welcome(self):
-        created = await self.next_event()
-        assert created["type"] == "rig.connection.create"
-        subscriptions = await self.next_event()
-        assert subscriptions["type"] == "rig.subscriptions_set"
-        return created["data"]["connection_token"], subscriptions["data"]
 
     async def close_info(self):
         return await within(self.closed)
