@@ -11,8 +11,18 @@ from twisted.logger import Logger
 from rig.auth.authority import Authority
 from rig.connections.token import TokenCodec
 from rig.hub import Hub
+from rig.proxy.correlation import Correlations
+from rig.proxy.forward import Forwarder
+from rig.proxy.gateway import Proxy
+from rig.proxy.pool import proxy_agent
+from rig.proxy.store import ApiStore
 from rig.web.inbound import inbound_site
 from rig.web.internal import internal_site
+
+
+def _address_of(host):
+    """The ``by=`` of ``Forwarded``: HOST itself, without a blocking DNS lookup."""
+    return "127.0.0.1" if host == "localhost" else host
 
 
 class ListenerService(Service):
@@ -79,12 +89,14 @@ class RigService(MultiService):
         self.hub = hub
 
     @classmethod
-    def build(cls, settings, reactor):
+    def build(cls, settings, reactor, environ=None):
+        """The service tree; *environ* is only read for ``proxy.use_env`` target hosts."""
         node = f"rig@{settings.node_host}"
+        codec = TokenCodec.from_cookie(node, settings.node_cookie)
         hub = Hub(
             reactor,
             extractors=settings.extractors,
-            codec=TokenCodec.from_cookie(node, settings.node_cookie),
+            codec=codec,
             max_connections_per_minute=settings.max_connections_per_minute,
             heartbeat_interval=settings.heartbeat_interval,
             send_queue_limit=settings.send_queue_limit,
@@ -93,10 +105,28 @@ class RigService(MultiService):
         service = cls(hub)
         service.settings = settings
         HubService(hub).setServiceParent(service)
-        internal = ListenerService(reactor, settings.api_listen, internal_site(hub, settings))
+        store = ApiStore(reactor, node)
+        for api in settings.proxy_config:
+            store.create(api)
+        correlations = Correlations(reactor, TokenCodec.from_cookie(
+            node, settings.node_cookie, purpose=b"correlation", boot_id=codec.boot_id))
+        proxy = Proxy(
+            store=store,
+            forwarder=Forwarder(reactor, proxy_agent(reactor),
+                                recv_timeout=settings.proxy_recv_timeout,
+                                by_address=_address_of(settings.host),
+                                environ=dict(environ or {})),
+            correlations=correlations, validator=hub.auth.validator,
+            cors=settings.cors.encode("utf-8"), request_log="console" in settings.request_log,
+            async_timeout=settings.proxy_http_async_response_timeout,
+        )
+        service.store = store
+        internal = ListenerService(reactor, settings.api_listen,
+                                   internal_site(hub, settings, store, correlations))
         internal.setName("internal")
         internal.setServiceParent(service)
-        inbound = ListenerService(reactor, settings.inbound_listen, inbound_site(hub, settings))
+        inbound = ListenerService(reactor, settings.inbound_listen,
+                                  inbound_site(hub, settings, proxy))
         inbound.setName("inbound")
         inbound.setServiceParent(service)
         return service

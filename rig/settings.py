@@ -5,6 +5,7 @@ with one line naming the variable, instead of failing later inside a service.
 Services receive a :class:`Settings`, never ``os.environ``.
 """
 
+import json
 import math
 import os
 import re
@@ -15,6 +16,7 @@ import attrs
 
 from rig.auth.jwt import ALGORITHMS, load_key
 from rig.logs import parse_format, parse_level
+from rig.proxy.definitions import validate, with_defaults
 from rig.subscriptions.extractors import ExtractorConfig, parse_extractors
 from rig.subscriptions.pointer import parse_pointer
 
@@ -58,6 +60,11 @@ class Settings:
     subscription_check: str = "no_check"
     submission_check: str = "no_check"
     auth_check_timeout: float = 5.0
+    proxy_config: tuple = ()
+    proxy_recv_timeout: float = 5.0
+    proxy_http_async_response_timeout: float = 5.0
+    proxy_max_body_bytes: int = 1 << 30
+    request_log: tuple = ()
 
     @classmethod
     def load(cls, config_path, environ):
@@ -224,6 +231,55 @@ def _check_jwt_key(values):
         raise SettingsError(f"JWT_SECRET_KEY: {error} (JWT_ALG={algorithm})") from None
 
 
+def _milliseconds():
+    """RIG gives timeouts in milliseconds; the services want seconds."""
+    check_int, parse_int = _integer(1)
+    return (lambda value: check_int(value) / 1000.0), (lambda text: parse_int(text) / 1000.0)
+
+
+def _request_log(value):
+    items = value if isinstance(value, list) else str(value).split(",")
+    loggers = tuple(item.strip().lower() for item in items if str(item).strip())
+    for logger in loggers:
+        if logger != "console":
+            raise ValueError(f"unknown request logger {logger!r} (supported: console)")
+    return loggers
+
+
+def _proxy_config(value):
+    """API definitions from a file path or JSON text, validated as at start-up in RIG."""
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith(("[", "{")) and os.path.isfile(text):
+            try:
+                with open(text, encoding="utf-8") as config_file:
+                    text = config_file.read()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"cannot read {value!r}: {error}") from None
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"neither a readable file nor valid JSON: {error}") from None
+    if not isinstance(value, list):
+        raise ValueError("must be a JSON array of API definitions")
+    seen = set()
+    apis = []
+    for api in value:
+        errors = validate(api)
+        if errors:
+            key, entries = next(iter(errors.items()))
+            field, message = next(iter(entries[0].items()))
+            where = "API" if key == "api" else f"API {key!r}"
+            raise ValueError(f"{where}: {field} {message}")
+        if api["id"] in seen:
+            raise ValueError(f"API {api['id']!r}: duplicate id")
+        seen.add(api["id"])
+        apis.append(with_defaults(api, uppercase_methods=True))
+    return tuple(apis)
+
+
 @attrs.frozen
 class _Spec:
     """How one setting is read: its field, its variable, and how to check each source."""
@@ -273,6 +329,12 @@ _SPECS = (
     _spec("subscription_check", "SUBSCRIPTION_CHECK", _check_mode),
     _spec("submission_check", "SUBMISSION_CHECK", _check_mode),
     _spec("auth_check_timeout", "AUTH_CHECK_TIMEOUT", _check_seconds, _parse_seconds),
+    _spec("proxy_config", "PROXY_CONFIG_FILE", _proxy_config),
+    _spec("proxy_recv_timeout", "PROXY_RECV_TIMEOUT", *_milliseconds()),
+    _spec("proxy_http_async_response_timeout", "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT",
+          *_milliseconds()),
+    _spec("proxy_max_body_bytes", "PROXY_MAX_BODY_BYTES", *_integer(1)),
+    _spec("request_log", "REQUEST_LOG", _request_log),
 )
 
 

@@ -41,7 +41,7 @@ def makeService(options):
 
     from rig.service import RigService
 
-    return RigService.build(options.settings, reactor)
+    return RigService.build(options.settings, reactor, environ=os.environ)
 
 
 def _offer_logger(parent, settings):

@@ -324,6 +324,7 @@ class StubServer:
                 info = {
                     "method": request.method.decode(),
                     "path": request.path.decode(),
+                    "uri": request.uri.decode(),
                     "headers": {k.decode().lower(): v[0].decode()
                                 for k, v in request.requestHeaders.getAllRawHeaders()},
                     "body": request.content.read(),
@@ -346,6 +347,11 @@ class StubServer:
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port.getHost().port}/check"
+
+    def last_query(self):
+        from urllib.parse import parse_qsl, urlsplit
+
+        return dict(parse_qsl(urlsplit(self.requests[-1]["uri"]).query))
 
     async def stop(self):
         for request in self.hanging:

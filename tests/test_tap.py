@@ -76,7 +76,7 @@ def test_make_service_passes_settings_and_reactor(monkeypatch):
 
     class RigService:
         @staticmethod
-        def build(settings, reactor):
+        def build(settings, reactor, environ=None):
             built.append((settings, reactor))
             return Service()
 

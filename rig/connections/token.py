@@ -39,11 +39,14 @@ class TokenCodec:
     boot_id: bytes = attrs.field(factory=lambda: os.urandom(8))
 
     @classmethod
-    def from_cookie(cls, node, cookie):
-        """A codec keyed by *cookie*, or by a random key when there is no cookie."""
+    def from_cookie(cls, node, cookie, purpose=b"connection", boot_id=None):
+        """A codec keyed by *cookie* (random without one) for one *purpose*.
+
+        Tokens of one purpose (connections, correlation ids) never verify as another.
+        """
         secret = cookie.encode("utf-8") if cookie else os.urandom(32)
-        key = hashlib.sha256(b"txrig token key\x00" + secret).digest()
-        return cls(node=node, key=key)
+        key = hashlib.sha256(b"txrig token key\x00" + purpose + b"\x00" + secret).digest()
+        return cls(node=node, key=key, boot_id=boot_id or os.urandom(8))
 
     def encode(self, local_id):
         node = self.node.encode("utf-8")

@@ -19,8 +19,16 @@ class BoundedRequest(server.Request):
     too_large = False
     _body_bytes = 0
 
+    def _limit(self):
+        """Proxied requests may carry big (disk-buffered) bodies; RIG's own routes may not."""
+        site = self.channel.site
+        path = getattr(self.channel, "_path", b"") or b""
+        if site.max_proxy_body_bytes is not None and not path.startswith(b"/_rig/"):
+            return site.max_proxy_body_bytes
+        return site.max_request_bytes
+
     def gotLength(self, length):
-        limit = self.channel.site.max_request_bytes
+        limit = self._limit()
         if length is not None and length > limit:
             self.too_large = True
             length = 0
@@ -30,7 +38,7 @@ class BoundedRequest(server.Request):
         if self.too_large:
             return
         self._body_bytes += len(data)
-        if self._body_bytes > self.channel.site.max_request_bytes:
+        if self._body_bytes > self._limit():
             self.too_large = True
             self.content.seek(0)
             self.content.truncate()
@@ -52,9 +60,11 @@ class RigSite(server.Site):
     noisy = False
     protocol = RigChannel
 
-    def __init__(self, resource, *, max_request_bytes=8_000_000, **kwargs):
+    def __init__(self, resource, *, max_request_bytes=8_000_000, max_proxy_body_bytes=None,
+                 **kwargs):
         super().__init__(resource, requestFactory=BoundedRequest, **kwargs)
         self.max_request_bytes = max_request_bytes
+        self.max_proxy_body_bytes = max_proxy_body_bytes
 
     def log(self, request):
         pass
@@ -118,7 +128,7 @@ class Router(Resource):
 
     def render(self, request):
         handler, groups = self._resolve(request)
-        if request.too_large and handler is not None:
+        if request.too_large:
             return respond(
                 request, http.REQUEST_ENTITY_TOO_LARGE, "Request body too large.",
                 headers=[(b"connection", b"close")],

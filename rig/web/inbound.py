@@ -5,13 +5,8 @@ from rig.connections.longpoll import longpoll_preflight, serve_longpoll
 from rig.connections.sse import serve_sse
 from rig.connections.subscribe import put_subscriptions, subscriptions_preflight
 from rig.connections.ws import websocket_resource
-from rig.web.http import JSON, TEXT, RigSite, Router, respond
+from rig.web.http import TEXT, RigSite, Router, respond
 from rig.web.publish import publish_event
-
-
-def not_found(request, **_groups):
-    """Where the reverse proxy will go: for now nothing is proxied."""
-    return respond(request, 404, b'{"message":"Not Found"}', JSON)
 
 
 def health(request):
@@ -26,7 +21,7 @@ def events_preflight(cors, request):
     ])
 
 
-def inbound_resource(hub, settings):
+def inbound_resource(hub, settings, proxy):
     cors = settings.cors.encode("utf-8")
     websocket = websocket_resource(hub)
     cors_header = [(b"access-control-allow-origin", cors)]
@@ -51,8 +46,10 @@ def inbound_resource(hub, settings):
             b"OPTIONS": partial(subscriptions_preflight, cors),
         }),
     ]
-    return Router(routes, fallback=not_found)
+    return Router(routes, fallback=proxy)
 
 
-def inbound_site(hub, settings):
-    return RigSite(inbound_resource(hub, settings), max_request_bytes=settings.max_request_bytes)
+def inbound_site(hub, settings, proxy):
+    return RigSite(inbound_resource(hub, settings, proxy),
+                   max_request_bytes=settings.max_request_bytes,
+                   max_proxy_body_bytes=settings.proxy_max_body_bytes)

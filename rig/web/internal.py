@@ -1,9 +1,11 @@
 """The internal API listener's resource tree (:4010): health and management."""
 from functools import partial
 
+from rig.web.apis_api import create_api, delete_api, get_api, list_apis, update_api
 from rig.web.blacklist_api import add_to_blacklist, check_blacklist
 from rig.web.http import JSON, TEXT, RigSite, Router, respond
 from rig.web.publish import publish_event
+from rig.web.responses_api import post_response
 
 
 def not_found(request, **_groups):
@@ -14,7 +16,7 @@ def health(request):
     return respond(request, 200, b"OK", TEXT)
 
 
-def internal_resource(hub, settings):
+def internal_resource(hub, settings, store, correlations):
     publish = {b"POST": partial(publish_event, hub)}
     routes = [
         (r"/health", {b"GET": health}),
@@ -22,9 +24,20 @@ def internal_resource(hub, settings):
         (r"/v2/messages", publish),
         (r"/v[23]/session-blacklist", {b"POST": partial(add_to_blacklist, hub)}),
         (r"/v[23]/session-blacklist/(?P<session>[^/]+)", {b"GET": partial(check_blacklist, hub)}),
+        (r"/v[23]/apis/?", {
+            b"GET": partial(list_apis, store),
+            b"POST": partial(create_api, store),
+        }),
+        (r"/v[23]/apis/(?P<api_id>[^/]+)", {
+            b"GET": partial(get_api, store),
+            b"PUT": partial(update_api, store),
+            b"DELETE": partial(delete_api, store),
+        }),
+        (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
     ]
     return Router(routes, fallback=not_found)
 
 
-def internal_site(hub, settings):
-    return RigSite(internal_resource(hub, settings), max_request_bytes=settings.max_request_bytes)
+def internal_site(hub, settings, store, correlations):
+    return RigSite(internal_resource(hub, settings, store, correlations),
+                   max_request_bytes=settings.max_request_bytes)

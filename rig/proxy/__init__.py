@@ -1,0 +1,1 @@
+"""The API gateway: API definitions, matching, forwarding and the management API."""

@@ -1,0 +1,52 @@
+"""Requests waiting for an asynchronous answer (``response_from: http_async``).
+
+A correlation id is a token like a connection token (node, boot id, local
+id, authenticated with ``NODE_COOKIE``) but keyed for this purpose only, so a
+connection token can never be passed off as a correlation id.
+"""
+import itertools
+
+from twisted.internet import defer
+
+
+class Correlations:
+    def __init__(self, reactor, codec):
+        self._reactor = reactor
+        self.codec = codec
+        self._waiting = {}
+        self._ids = itertools.count(1)
+
+    def open(self, timeout):
+        """A new correlation id and a Deferred of its answer (TimeoutError after *timeout*)."""
+        local_id = next(self._ids)
+        answered = defer.Deferred(lambda _d: self._waiting.pop(local_id, None))
+        self._waiting[local_id] = answered
+        answered.addTimeout(timeout, self._reactor)
+        answered.addBoth(self._forget, local_id)
+        return self.codec.encode(local_id), answered
+
+    def deliver(self, ref, answer):
+        """Hand *answer* to the request *ref* names; False if it is not waiting (any more)."""
+        if not self.codec.is_local(ref):
+            return False
+        answered = self._waiting.pop(ref.local_id, None)
+        if answered is None:
+            return False
+        answered.callback(answer)
+        return True
+
+    def cancel(self, correlation_id):
+        try:
+            ref = self.codec.decode(correlation_id)
+        except ValueError:
+            return
+        answered = self._waiting.pop(ref.local_id, None)
+        if answered is not None:
+            answered.cancel()
+
+    def __len__(self):
+        return len(self._waiting)
+
+    def _forget(self, result, local_id):
+        self._waiting.pop(local_id, None)
+        return result

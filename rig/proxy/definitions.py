@@ -1,0 +1,176 @@
+"""API definitions in RIG's format: validation with RIG's error map, defaults, compilation.
+
+Validation returns the map RIG returns (spec Part B 7.3): a key (``api``,
+the API id, or ``<apiId>/<endpointId>``) to a list of ``{field: message}``
+entries. Compilation turns a valid definition into the routes the matcher
+uses; a path regex that does not compile is a validation error too.
+"""
+import copy
+import re
+
+import attrs
+
+TARGETS = ("http", "kafka", "kinesis", "nats", "redis")
+RESPONSE_FROM = ("http", "kafka", "http_async", "kinesis", "nats", "redis")
+SUPPORTED_TARGETS = ("http",)
+SUPPORTED_RESPONSE_FROM = ("http", "http_async")
+_DEFAULT_AUTH = {"use_header": False, "header_name": "", "use_query": False, "query_name": ""}
+
+
+def _string_errors(value, field):
+    if not isinstance(value, str):
+        return [{field: "must be string"}, {field: "must have a length of at least 1"}]
+    if not value:
+        return [{field: "must have a length of at least 1"}]
+    return []
+
+
+def validate(api):
+    """RIG's error map for *api* (a dict); empty when the definition is valid."""
+    if not isinstance(api, dict):
+        return {"api": [{"api": "must be an object"}]}
+    errors = {}
+    top = _string_errors(api.get("id"), "id") + _string_errors(api.get("name"), "name")
+    proxy = api.get("proxy")
+    if not isinstance(proxy, dict) or not proxy:
+        top.append({"proxy": "must be present"})
+    else:
+        top += _string_errors(proxy.get("target_url"), "target_url")
+        port = proxy.get("port")
+        if isinstance(port, bool) or not isinstance(port, int):
+            top.append({"port": "must be integer"})
+        elif not 0 < port < 65536:
+            top.append({"port": "must be between 1 and 65535"})
+    versions = api.get("version_data")
+    if versions is None:
+        top.append({"version_data": "must be present"})
+    elif not isinstance(versions, dict) or not versions:
+        top.append({"version_data": "must be present"})
+        top.append({"version_data": "must have at least one version, e.g. default"})
+    else:
+        for version in versions.values():
+            if not isinstance(version, dict) or not isinstance(version.get("endpoints"), list):
+                top.append({"endpoints": "must be list"})
+                break
+    if top:
+        errors["api"] = top
+    api_id = api.get("id") if isinstance(api.get("id"), str) else ""
+    auth_errors = _auth_errors(api)
+    if auth_errors:
+        errors[api_id] = auth_errors
+    if isinstance(versions, dict):
+        for version in versions.values():
+            if isinstance(version, dict) and isinstance(version.get("endpoints"), list):
+                for endpoint in version["endpoints"]:
+                    _endpoint_errors(api, api_id, endpoint, errors)
+    return errors
+
+
+def _auth_errors(api):
+    auth = api.get("auth")
+    auth_type = api.get("auth_type", "none")
+    found = []
+    if auth_type not in ("jwt", "none", None):
+        found.append({"auth_type": 'must be one of ["jwt", "none"]'})
+    if isinstance(auth, dict):
+        if auth.get("use_header") and not auth.get("header_name"):
+            found.append({"header_name": "must be present"})
+        if auth.get("use_query") and not auth.get("query_name"):
+            found.append({"query_name": "must be present"})
+        if (auth.get("use_header") or auth.get("use_query")) and auth_type != "jwt":
+            found.append({"auth_type": 'must be one of ["jwt"]'})
+    elif auth is not None:
+        found.append({"auth": "must be an object"})
+    return found
+
+
+def _endpoint_errors(api, api_id, endpoint, errors):
+    if not isinstance(endpoint, dict):
+        errors.setdefault(f"{api_id}/", []).append({"endpoint": "must be an object"})
+        return
+    endpoint_id = endpoint.get("id") if isinstance(endpoint.get("id"), str) else ""
+    found = []
+    for field in ("id", "path_regex", "method"):
+        found += _string_errors(endpoint.get(field), field)
+    if endpoint.get("secured") and api.get("auth_type") != "jwt":
+        found.append({"auth_type": 'must be one of ["jwt"]'})
+    target = endpoint.get("target", "http")
+    if target not in TARGETS:
+        found.append({"target": f"must be one of {list(TARGETS)}"})
+    elif target not in SUPPORTED_TARGETS:
+        found.append({"target": f"{target} targets are not supported by this gateway yet"})
+    if target in ("kafka", "kinesis", "redis") and not endpoint.get("topic"):
+        found.append({"topic": "must be present"})
+    if "schema" in endpoint and "target" not in endpoint:
+        found.append({"target": "must be present"})
+    response_from = endpoint.get("response_from", "http")
+    if response_from not in RESPONSE_FROM:
+        found.append({"response_from": f"must be one of {list(RESPONSE_FROM)}"})
+    elif response_from not in SUPPORTED_RESPONSE_FROM:
+        found.append({"response_from": f"{response_from} is not supported by this gateway yet"})
+    if "path_replacement" in endpoint and not isinstance(endpoint["path_replacement"], str):
+        found.append({"path_replacement": "must be string"})
+    if isinstance(endpoint.get("path_regex"), str) and endpoint["path_regex"]:
+        try:
+            compile_path(endpoint["path_regex"])
+        except re.error as error:
+            found.append({"path_regex": f"is not a valid regular expression: {error}"})
+    if found:
+        errors.setdefault(f"{api_id}/{endpoint_id}", []).extend(found)
+
+
+def compile_path(path_regex):
+    """RIG anchors the regex and matches case-insensitively."""
+    pattern = path_regex
+    if not pattern.startswith("^"):
+        pattern = "^" + pattern
+    if not pattern.endswith("$"):
+        pattern = pattern + "$"
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def with_defaults(api, *, uppercase_methods):
+    """A copy of a valid *api* with RIG's defaults applied (spec 7.2)."""
+    api = copy.deepcopy(api)
+    api.setdefault("auth_type", "none")
+    api.setdefault("versioned", False)
+    auth = dict(_DEFAULT_AUTH)
+    auth.update(api.get("auth") or {})
+    if api["auth_type"] == "jwt":
+        auth["use_header"] = True
+        auth["header_name"] = "Authorization"
+    api["auth"] = auth
+    api["proxy"].setdefault("use_env", False)
+    for version in api["version_data"].values():
+        for endpoint in version["endpoints"]:
+            if uppercase_methods and isinstance(endpoint.get("method"), str):
+                endpoint["method"] = endpoint["method"].upper()
+            endpoint.setdefault("secured", False)
+            endpoint.setdefault("target", "http")
+            endpoint.setdefault("response_from", "http")
+    return api
+
+
+@attrs.frozen
+class Route:
+    """One endpoint, ready for matching and forwarding."""
+
+    api: dict
+    endpoint: dict
+    method: str
+    pattern: re.Pattern
+
+    @property
+    def secured(self):
+        return bool(self.endpoint.get("secured")) and self.api.get("auth_type") == "jwt"
+
+
+def routes_of(api):
+    """The routes of an active, unversioned API (only ``version_data.default`` routes)."""
+    if not api.get("active", True) or api.get("versioned"):
+        return []
+    default = api.get("version_data", {}).get("default") or {}
+    return [
+        Route(api, endpoint, endpoint["method"], compile_path(endpoint["path_regex"]))
+        for endpoint in default.get("endpoints", [])
+    ]

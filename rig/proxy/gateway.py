@@ -1,0 +1,107 @@
+"""The reverse proxy entry: match, authenticate, log, forward (or wait for an async answer)."""
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET
+
+from rig.auth.checks import authorization_tokens
+from rig.auth.jwt import InvalidJWT
+from rig.web.http import authorization_values, respond
+
+NOT_FOUND = b'{"message":"Not Found"}'
+
+
+@attrs.frozen
+class AsyncAnswer:
+    """What a backend posted to ``/v3/responses`` for a waiting request."""
+
+    status: int
+    headers: tuple  # (name bytes, value bytes) pairs
+    body: bytes
+
+
+class Proxy:
+    log = Logger()
+
+    def __init__(self, *, store, forwarder, correlations, validator, cors, request_log,
+                 async_timeout):
+        self._store = store
+        self._forwarder = forwarder
+        self._correlations = correlations
+        self._validator = validator
+        self._cors = cors
+        self._request_log = request_log
+        self._async_timeout = async_timeout
+
+    def match(self, method, path):
+        """The first route for *method* and *path*, in API then endpoint order (HEAD as GET)."""
+        fallback = None
+        for route in self._store.routes():
+            if route.pattern.match(path) is None:
+                continue
+            if route.method == method:
+                return route
+            if method == "HEAD" and route.method == "GET" and fallback is None:
+                fallback = route
+        return fallback
+
+    async def __call__(self, request, **_groups):
+        path = request.path.decode("utf-8", "replace")
+        route = self.match(request.method.decode("latin-1"), path)
+        if route is None:
+            return respond(request, 404, NOT_FOUND, content_type=None)
+        if route.secured and not self._authenticated(request, route):
+            return respond(request, 401, "Authentication failed.", content_type=None,
+                           headers=self._cors_headers())
+        if self._request_log:
+            self.log.info(
+                "CALL: [{endpoint_id}] {method} {path_regex} => {target_url}",
+                endpoint_id=route.endpoint["id"], method=route.method,
+                path_regex=route.endpoint["path_regex"],
+                target_url=route.api["proxy"]["target_url"], request_path=path,
+            )
+        if route.endpoint.get("response_from") == "http_async":
+            return await self._forward_and_wait(request, route)
+        return await self._forwarder.forward(request, route)
+
+    async def _forward_and_wait(self, request, route):
+        correlation_id, answered = self._correlations.open(self._async_timeout)
+        request.notifyFinish().addErrback(lambda _: answered.cancel())
+        accepted = await self._forwarder.forward(
+            request, route, extra_query="correlation=" + correlation_id
+        )
+        if not hasattr(accepted, "code"):  # answered directly (not 202), or failed
+            self._correlations.cancel(correlation_id)
+            return accepted
+        try:
+            answer = await answered
+        except defer.TimeoutError:
+            return respond(request, 504, b"", headers=self._cors_headers())
+        except defer.CancelledError:
+            return NOT_DONE_YET
+        for name, value in answer.headers:
+            request.responseHeaders.addRawHeader(name, value)
+        return respond(request, answer.status, answer.body, content_type=None,
+                       headers=self._cors_headers())
+
+    def _authenticated(self, request, route):
+        tokens = authorization_tokens(authorization_values(request), lenient=False)
+        auth = route.api.get("auth") or {}
+        if auth.get("use_query") and auth.get("query_name"):
+            values = request.args.get(auth["query_name"].encode(), [])
+            for value in values:
+                tokens += [t.strip() for t in value.decode("utf-8", "replace").split(",") if t]
+        for token in tokens:
+            try:
+                self._validator.claims(token)
+            except InvalidJWT:
+                continue
+            return True
+        return False
+
+    def _cors_headers(self):
+        return [
+            (b"access-control-allow-origin", self._cors),
+            (b"access-control-allow-methods", b"*"),
+            (b"access-control-allow-headers", b"content-type"),
+        ]

@@ -1,0 +1,199 @@
+"""The reverse proxy end to end, with real backend HTTP servers on loopback (spec Part B 7)."""
+import json
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from tests.support import make_jwt, within
+
+AUTH = {"jwt_secret_key": "mysecret"}
+
+
+def api(backend_port, *endpoints, api_id="books", **extra):
+    definition = {
+        "id": api_id, "name": api_id,
+        "proxy": {"target_url": "127.0.0.1", "port": backend_port},
+        "version_data": {"default": {"endpoints": list(endpoints)}},
+    }
+    definition.update(extra)
+    return definition
+
+
+def endpoint(endpoint_id, method, path_regex, **extra):
+    return {"id": endpoint_id, "method": method, "path_regex": path_regex, **extra}
+
+
+def echo(info):
+    return 200, json.dumps(info, default=lambda b: b.decode("utf-8", "replace")).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_forwards_method_path_query_headers_and_body(make_gateway, stub_server):
+    backend = stub_server(echo)
+    port = backend.port.getHost().port
+    definition = api(port, endpoint("get", "GET", "/books/(.+)"),
+                     endpoint("post", "POST", "/books", path_replacement="/v2/books"),
+                     endpoint("rw", "GET", "/foo/([^/]+)/bar/([^/]+)",
+                              path_replacement=r"/bar/\1/foo/\2"))
+    gateway = make_gateway(proxy_config=(definition,))
+    response = await gateway.request("GET", "/books/first.user?page[offset]=0&x=1",
+                                     headers={"x-custom": "yes", "connection": "keep-alive, x-hop",
+                                              "x-hop": "drop me"})
+    assert response.code == 200
+    seen = await within(response.json())
+    assert seen["method"] == "GET" and seen["path"] == "/books/first.user"
+    headers = seen["headers"]
+    assert headers["host"] == f"127.0.0.1:{port}"
+    assert headers["x-custom"] == "yes"
+    assert ("x-hop" not in headers and "connection" not in headers) or \
+        headers.get("connection") != "keep-alive, x-hop"
+    assert headers["forwarded"] == "for=127.0.0.1;by=127.0.0.1"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert backend.requests[-1]["path"] == "/books/first.user"
+    response = await gateway.request("POST", "/books", data=b"payload",
+                                     headers={"content-type": "text/plain"})
+    seen = await within(response.json())
+    assert (seen["path"], seen["body"]) == ("/v2/books", "payload")
+    response = await gateway.request("GET", "/foo/1/bar/2")
+    assert (await within(response.json()))["path"] == "/bar/1/foo/2"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unmatched_and_wrong_method_give_404(make_gateway, stub_server):
+    backend = stub_server(echo)
+    gateway = make_gateway(proxy_config=(api(backend.port.getHost().port,
+                                             endpoint("get", "GET", "/books")),))
+    for method, path in (("GET", "/random/route"), ("DELETE", "/books"), ("GET", "/")):
+        response = await gateway.request(method, path)
+        assert response.code == 404
+        assert await within(response.text()) == '{"message":"Not Found"}'
+        assert response.headers.getRawHeaders("access-control-allow-origin") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_status_headers_and_body_pass_back(make_gateway, stub_server):
+    backend = stub_server(lambda info: (418, b"short and stout"))
+    gateway = make_gateway(proxy_config=(api(backend.port.getHost().port,
+                                             endpoint("tea", "GET", "/tea")),))
+    response = await gateway.request("GET", "/tea")
+    assert response.code == 418
+    assert await within(response.text()) == "short and stout"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_backend_is_502_and_slow_backend_504(make_gateway, stub_server):
+    slow = stub_server(lambda info: None)
+    dead_port = 9  # discard: nothing listens (a just-freed port could be reused by the gateway)
+    definitions = (
+        api(dead_port, endpoint("dead", "GET", "/dead"), api_id="dead"),
+        api(slow.port.getHost().port, endpoint("slow", "GET", "/slow"), api_id="slow"),
+    )
+    gateway = make_gateway(proxy_config=definitions, proxy_recv_timeout=1.0)
+    response = await gateway.request("GET", "/dead")
+    assert (response.code, await within(response.text())) == (502, "Bad gateway.")
+    response = await gateway.request("GET", "/slow")
+    assert response.code == 504
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_disconnect_cancels_the_upstream_request(make_gateway, stub_server):
+    slow = stub_server(lambda info: None)
+    gateway = make_gateway(proxy_config=(api(slow.port.getHost().port,
+                                             endpoint("slow", "GET", "/slow")),))
+    pending = gateway.request("GET", "/slow")
+    pending.addErrback(lambda failure: None)
+    for _ in range(100):
+        if slow.hanging:
+            break
+        await deferLater(reactor, 0.01)
+    (upstream,) = slow.hanging
+    gone = upstream.notifyFinish()
+    gone.addCallbacks(lambda _: "finished", lambda failure: "connection lost")
+    pending.cancel()
+    assert await within(gone, 2) == "connection lost"
+
+
+@pytest_twisted.ensureDeferred
+async def test_secured_endpoints_need_a_valid_token(make_gateway, stub_server):
+    backend = stub_server(echo)
+    definition = api(backend.port.getHost().port,
+                     endpoint("secret", "GET", "/secret", secured=True),
+                     auth_type="jwt", auth={"use_query": True, "query_name": "token"})
+    gateway = make_gateway(proxy_config=(definition,), **AUTH)
+    response = await gateway.request("GET", "/secret")
+    assert (response.code, await within(response.text())) == (401, "Authentication failed.")
+    assert response.headers.getRawHeaders("access-control-allow-methods") == ["*"]
+    token = make_jwt({"jti": "p1"})
+    response = await gateway.request("GET", "/secret",
+                                     headers={"authorization": f"Bearer {token}"})
+    assert response.code == 200
+    response = await gateway.request("GET", f"/secret?token={token}")
+    assert response.code == 200
+    response = await gateway.request("GET", "/secret",
+                                     headers={"authorization": "Bearer garbage"})
+    assert response.code == 401
+    await gateway.request("POST", "/v3/session-blacklist", internal=True,
+                          json={"sessionId": "p1", "validityInSeconds": 60})
+    response = await gateway.request("GET", "/secret",
+                                     headers={"authorization": f"Bearer {token}"})
+    assert response.code == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_transform_request_headers(make_gateway, stub_server):
+    backend = stub_server(echo)
+    definition = api(backend.port.getHost().port,
+                     endpoint("on", "GET", "/on", transform_request_headers=True),
+                     endpoint("off", "GET", "/off"))
+    definition["version_data"]["default"]["transform_request_headers"] = {
+        "add_headers": {"custom-header": "v", "host": "other.example"}}
+    gateway = make_gateway(proxy_config=(definition,))
+    seen = await within((await gateway.request("GET", "/on")).json())
+    assert seen["headers"]["custom-header"] == "v"
+    assert seen["headers"]["host"].startswith("127.0.0.1:")  # the target host wins
+    seen = await within((await gateway.request("GET", "/off")).json())
+    assert "custom-header" not in seen["headers"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_async_answer_and_timeout(make_gateway, stub_server):
+    correlations = []
+
+    def backend_answer(info):
+        correlations.append(info["path"])
+        return 202, b""
+
+    backend = stub_server(backend_answer)
+    definition = api(backend.port.getHost().port,
+                     endpoint("async", "POST", "/orders", response_from="http_async"))
+    gateway = make_gateway(proxy_config=(definition,), proxy_http_async_response_timeout=0.5)
+    waiting = gateway.request("POST", "/orders", data=b"{}")
+    for _ in range(100):
+        if backend.requests:
+            break
+        await deferLater(reactor, 0.01)
+    assert backend.requests[-1]["path"] == "/orders"
+    correlation = backend.last_query()["correlation"]
+    response = await gateway.request(
+        "POST", "/v3/responses", internal=True, data=b'{"id":42}',
+        headers={"rig-correlation": correlation, "rig-response-code": "201",
+                 "content-type": "application/json"})
+    assert (response.code, await within(response.text())) == (
+        202, "message sent to correlated reverse proxy request")
+    answer = await waiting
+    assert answer.code == 201
+    assert await within(answer.text()) == '{"id":42}'
+    assert answer.headers.getRawHeaders("content-type") == ["application/json"]
+    assert answer.headers.getRawHeaders("access-control-allow-origin") == ["*"]
+    timed_out = await gateway.request("POST", "/orders", data=b"{}")
+    assert timed_out.code == 504
+    response = await gateway.request(
+        "POST", "/v3/responses", internal=True, data=b"x",
+        headers={"rig-correlation": correlation, "rig-response-code": "abc201"})
+    assert response.code == 400
+    response = await gateway.request(
+        "POST", "/v3/responses", internal=True, data=b"x",
+        headers={"rig-correlation": "forged", "rig-response-code": "200"})
+    assert response.code == 400
