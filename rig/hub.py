@@ -199,13 +199,17 @@ class Hub:
         targets = self.index.match(event)
         if not targets:
             return 0
-        frames = {}
+        by_framer = {}
         for connection in targets:
             framer = connection.framer
-            frame = frames.get(framer)
-            if frame is None:
-                frame = frames[framer] = framer(event, seq)
-            connection.deliver(frame)
+            group = by_framer.get(framer)
+            if group is None:
+                by_framer[framer] = [connection]
+            else:
+                group.append(connection)
+        broadcast = self.outbox.broadcast
+        for framer, group in by_framer.items():
+            broadcast(framer(event, seq), group)
         return len(targets)
 
     def _beat(self):

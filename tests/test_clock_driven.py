@@ -61,7 +61,9 @@ def event(event_id):
 
 
 class FakeConnection:
-    pending = None
+    coalesce = True
+    sessions = None
+    expiry_call = None
 
     def __init__(self, hub, framer):
         self.local_id = hub.new_local_id()
@@ -72,6 +74,8 @@ class FakeConnection:
 
     def deliver(self, frame):
         self.frames.append(frame)
+
+    write_frame = deliver
 
     def send_rig_event(self, rig_event):
         self.frames.append(rig_event.type)
@@ -98,7 +102,7 @@ def test_heartbeat_every_interval_and_clean_stop():
 
 
 def test_publish_frames_once_per_transport_kind():
-    _clock, hub = make_hub()
+    clock, hub = make_hub()
     calls = []
 
     def framer_a(ev, seq):
@@ -116,6 +120,7 @@ def test_publish_frames_once_per_transport_kind():
         hub.register(connection, [Subscription("greeting")])
     assert hub.publish(event("1")) == 5
     assert sorted(calls) == [("a", 1), ("b", 1)]
+    clock.advance(0)  # frames are written at the end of the reactor turn
     assert [c.frames[-1] for c in connections] == [b"A", b"A", b"A", b"B", b"B"]
     assert hub.publish(parse_structured(b'{"specversion":"0.2","type":"other","id":"2"}')) == 0
 
@@ -245,11 +250,12 @@ def test_longpoll_session_expires_after_ttl_but_not_while_parked():
 def test_longpoll_buffer_is_bounded():
     from rig.subscriptions.model import Subscription
 
-    _clock, hub = make_hub()
+    clock, hub = make_hub()
     session = new_session(hub)
     hub.set_subscriptions(session, [Subscription("greeting")])
     for number in range(250):
         hub.publish(event(f"n{number}"))
+    clock.advance(0)
     _request, body = poll(hub, session)
     events = json.loads(body)["events"]
     assert len(events) == 200

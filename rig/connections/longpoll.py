@@ -22,7 +22,7 @@ FIRST_EVENT = "first_event"
 class LongPollSession:
     kind = "longpoll"
     framer = staticmethod(longpoll_frame)
-    pending = None
+    coalesce = False
     sessions = None
     expiry_call = None
     log = Logger()
@@ -47,6 +47,9 @@ class LongPollSession:
     # -- hub connection --------------------------------------------------
 
     def deliver(self, frame):
+        self.write_frame(frame)  # a buffer append: nothing to coalesce
+
+    def write_frame(self, frame):
         self.buffer.append((self._next_id, frame))
         self._next_id += 1
         if self._parked is not None and self._answer_call is None:

@@ -32,65 +32,88 @@ def no_delay(transport):
 
 
 def write_now(transport, data):
-    """Write *data*, straight to the socket when nothing is queued before it."""
+    """Write *data*, straight to the socket when nothing is queued before it.
+
+    Returns True when some of it stayed queued in the transport (the caller
+    then checks the connection's queue limit), False when it all went out.
+    """
     if (
         type(transport) is tcp.Server
-        and transport.connected
-        and not transport.disconnecting
         and not transport._tempDataLen
         and transport.offset == len(transport.dataBuffer)
+        and transport.connected
+        and not transport.disconnecting
     ):
         try:
             sent = transport.socket.send(data)
-        except BlockingIOError:
+        except OSError:  # EAGAIN, or an error the transport will discover and report
             sent = 0
-        except OSError:
-            sent = 0  # let the transport discover and report the error
         if sent == len(data):
-            return
+            return False
         data = data[sent:]
     transport.write(data)
+    return True
 
 
 class Outbox:
-    """Collects frames per sink during a reactor turn and flushes them together.
+    """Collects frames during a reactor turn and writes them in one flush.
 
-    A sink is any object with a ``pending`` attribute (None or a list of
-    bytes) and a ``flush_pending(data)`` method.
+    A broadcast is one frame for many sinks: when it is the only thing queued
+    in the turn (the common, paced case) each sink gets it with no copying;
+    when several are queued (a burst), each sink gets its frames joined into
+    one write. A sink has ``write_frame(data)`` and ``coalesce`` (False for
+    sinks that must see frames one by one, such as long-poll buffers).
     """
 
     log = Logger()
 
     def __init__(self, reactor):
         self._reactor = reactor
-        self._dirty = []
+        self._items = []
         self._call = None
 
     def push(self, sink, frame):
-        pending = sink.pending
-        if pending is None:
-            sink.pending = [frame]
-            self._dirty.append(sink)
-            if self._call is None:
-                self._call = self._reactor.callLater(0, self.flush)
-        else:
-            pending.append(frame)
+        self.broadcast(frame, (sink,))
+
+    def broadcast(self, frame, sinks):
+        self._items.append((frame, sinks))
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self.flush)
 
     def flush(self):
-        self._call = None
-        dirty, self._dirty = self._dirty, []
-        for sink in dirty:
-            pending = sink.pending
-            if pending is None:
-                continue
-            sink.pending = None
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+        items, self._items = self._items, []
+        if len(items) == 1:
+            frame, sinks = items[0]
+            for sink in sinks:
+                try:
+                    sink.write_frame(frame)
+                except Exception:
+                    self.log.failure("while writing to {sink!r}", sink=sink)
+            return
+        pending = {}
+        for frame, sinks in items:
+            for sink in sinks:
+                frames = pending.get(sink)
+                if frames is None:
+                    pending[sink] = [frame]
+                else:
+                    frames.append(frame)
+        for sink, frames in pending.items():
             try:
-                sink.flush_pending(pending[0] if len(pending) == 1 else b"".join(pending))
+                if len(frames) == 1:
+                    sink.write_frame(frames[0])
+                elif sink.coalesce:
+                    sink.write_frame(b"".join(frames))
+                else:
+                    for frame in frames:
+                        sink.write_frame(frame)
             except Exception:
-                self.log.failure("while flushing frames to {sink!r}", sink=sink)
+                self.log.failure("while writing to {sink!r}", sink=sink)
 
     def stop(self):
-        """Flush now and cancel the scheduled flush (for shutdown)."""
-        if self._call is not None and self._call.active():
-            self._call.cancel()
+        """Flush now (for shutdown); nothing stays scheduled."""
         self.flush()

@@ -22,7 +22,6 @@ class SSEConnection:
         "framer",
         "hub",
         "local_id",
-        "pending",
         "request",
         "sessions",
         "subscriptions",
@@ -38,7 +37,6 @@ class SSEConnection:
         self.local_id = local_id
         self.token = hub.token_for(local_id)
         self.subscriptions = []
-        self.pending = None
         self.sessions = None
         self.expiry_call = None
         if request.chunked:
@@ -59,11 +57,12 @@ class SSEConnection:
     def heartbeat(self):
         self.deliver(self._heartbeat)
 
-    def flush_pending(self, data):
+    coalesce = True
+
+    def write_frame(self, data):
         transport = self.transport
-        if transport is None:
+        if transport is None or not write_now(transport, data):
             return
-        write_now(transport, data)
         if buffered_bytes(transport) > self.hub.send_queue_limit:
             self.log.info(
                 "Dropping slow SSE client {local_id}: {queued} bytes queued",
@@ -75,6 +74,7 @@ class SSEConnection:
 
     def close(self, reason=SHUTDOWN):
         """End the stream (after a last RIG event, if the reason has one)."""
+        self.hub.outbox.flush()  # what was queued for this stream goes out first
         transport, self.transport = self.transport, None
         self.hub.unregister(self)
         if transport is None:
@@ -83,15 +83,12 @@ class SSEConnection:
         if reason.sse_event is not None:
             last = self.framer(rig_event(reason.sse_event, None, now=self.hub.reactor.seconds()),
                                None)
-        data = b"".join(self.pending or ()) + last
-        self.pending = None
-        if data:
-            write_now(transport, data)
+        if last:
+            write_now(transport, last)
         self.request.finish()
 
     def _lost(self, _reason):
         self.transport = None
-        self.pending = None
         self.hub.unregister(self)
 
 

@@ -31,7 +31,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     local_id = None
     token = None
     subscriptions = ()
-    pending = None
+    coalesce = True
     sessions = None
     expiry_call = None
     _awaiting_pong = False
@@ -86,7 +86,6 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         if self.local_id is not None:
             self.factory.hub.unregister(self)
-        self.pending = None
 
     # -- hub connection --------------------------------------------------
 
@@ -107,11 +106,13 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         self._awaiting_pong = True
         self.deliver(WS_PING)
 
-    def flush_pending(self, data):
-        if self.state != self.STATE_OPEN or self.transport is None:
+    def write_frame(self, data):
+        transport = self.transport
+        if transport is None or self.state != 3:  # STATE_OPEN
             return
-        write_now(self.transport, data)
-        queued = buffered_bytes(self.transport)
+        if not write_now(transport, data):
+            return
+        queued = buffered_bytes(transport)
         if queued > self.factory.hub.send_queue_limit:
             self.log.info(
                 "Dropping slow WebSocket client {local_id}: {queued} bytes queued",
@@ -121,10 +122,9 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=1008, reasonUtf8=TOO_SLOW.encode(), isReply=False)
 
     def close(self, reason=SHUTDOWN):
-        self.factory.hub.unregister(self)
-        if self.pending:
-            data, self.pending = b"".join(self.pending), None
-            self.flush_pending(data)
+        hub = self.factory.hub
+        hub.unregister(self)
+        hub.outbox.flush()  # what was queued for this connection goes out before the close
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(
                 code=reason.ws_code, reasonUtf8=(reason.ws_reason or "").encode(), isReply=False
