@@ -1,5 +1,6 @@
 """The reverse proxy end to end, with real backend HTTP servers on loopback (spec Part B 7)."""
 import json
+import tempfile
 
 import pytest_twisted
 from twisted.internet import reactor
@@ -197,3 +198,99 @@ async def test_http_async_answer_and_timeout(make_gateway, stub_server):
         "POST", "/v3/responses", internal=True, data=b"x",
         headers={"rig-correlation": "forged", "rig-response-code": "200"})
     assert response.code == 400
+
+
+def resident_kb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_bodies_stream_both_ways_with_bounded_memory(make_gateway):
+    from twisted.internet import interfaces
+    from twisted.web import resource, server
+    from twisted.web.client import FileBodyProducer
+    from zope.interface import implementer
+
+    size = 100 * 1024 * 1024
+    chunk = b"x" * 65536
+
+    @implementer(interfaces.IPushProducer)
+    class Download:
+        def __init__(self, request):
+            self.request, self.sent, self.paused = request, 0, False
+            request.registerProducer(self, True)
+            reactor.callLater(0, self.resumeProducing)
+
+        def resumeProducing(self):
+            self.paused = False
+            while not self.paused and self.sent < size:
+                self.request.write(chunk)
+                self.sent += len(chunk)
+            if self.sent >= size and not self.request.finished:
+                self.request.unregisterProducer()
+                self.request.finish()
+
+        def pauseProducing(self):
+            self.paused = True
+
+        def stopProducing(self):
+            self.sent = size
+
+    class Backend(resource.Resource):
+        isLeaf = True
+        uploaded = 0
+
+        def render_GET(self, request):
+            request.setHeader(b"content-length", b"%d" % size)
+            Download(request)
+            return server.NOT_DONE_YET
+
+        def render_POST(self, request):
+            request.content.seek(0, 2)
+            Backend.uploaded = request.content.tell()
+            return b"%d" % Backend.uploaded
+
+    port = reactor.listenTCP(0, server.Site(Backend()), interface="127.0.0.1")
+    try:
+        definition = api(port.getHost().port, endpoint("down", "GET", "/big"),
+                         endpoint("up", "POST", "/big"))
+        gateway = make_gateway(proxy_config=(definition,))
+        before = resident_kb()
+        response = await gateway.request("GET", "/big", unbuffered=True)
+        received = 0
+
+        def count(data):
+            nonlocal received
+            received += len(data)
+
+        import treq
+
+        await within(treq.collect(response, count), 60)
+        assert received == size
+        with tempfile.TemporaryFile() as upload:
+            for _ in range(size // len(chunk)):
+                upload.write(chunk)
+            upload.seek(0)
+            response = await gateway.request("POST", "/big", data=FileBodyProducer(upload),
+                                             headers={"content-type": "application/octet-stream"})
+            assert await within(response.text(), 60) == str(size)
+        grown_mb = (resident_kb() - before) / 1024
+        assert grown_mb < 60, f"resident memory grew by {grown_mb:.0f} MB"
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_over_the_proxy_limit_is_413(make_gateway, stub_server):
+    backend = stub_server(echo)
+    gateway = make_gateway(proxy_config=(api(backend.port.getHost().port,
+                                             endpoint("up", "POST", "/up")),),
+                           proxy_max_body_bytes=1000)
+    response = await gateway.request("POST", "/up", data=b"z" * 5000)
+    assert response.code == 413
+    response = await gateway.request("POST", "/up", data=b"z" * 500)
+    assert response.code == 200

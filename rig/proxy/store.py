@@ -55,7 +55,9 @@ class ApiStore:
         old = self.get(api_id)
         if old is None:
             return False
-        self._put(dict(old, **changes, id=api_id, active=True, ref_number=old["ref_number"] + 1))
+        merged = {**old, **changes, "id": api_id, "active": True,
+                  "ref_number": old["ref_number"] + 1}
+        self._put(merged)
         return True
 
     def deactivate(self, api_id):
