@@ -294,3 +294,63 @@ async def test_body_over_the_proxy_limit_is_413(make_gateway, stub_server):
     assert response.code == 413
     response = await gateway.request("POST", "/up", data=b"z" * 500)
     assert response.code == 200
+
+
+class _RawBackend:
+    """A TCP 'backend' that answers every connection with fixed bytes, then closes."""
+
+    def __init__(self, answer):
+        from twisted.internet.protocol import Factory, Protocol
+
+        class Answer(Protocol):
+            def dataReceived(self, data):
+                self.transport.write(answer)
+                self.transport.loseConnection()
+
+        self.port = reactor.listenTCP(0, Factory.forProtocol(Answer), interface="127.0.0.1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_and_cut_responses(make_gateway):
+    garbage = _RawBackend(b"this is not HTTP\r\n\r\n")
+    cut = _RawBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly a little")
+    try:
+        gateway = make_gateway(proxy_config=(
+            api(garbage.port.getHost().port, endpoint("g", "GET", "/garbage"), api_id="g"),
+            api(cut.port.getHost().port, endpoint("c", "GET", "/cut"), api_id="c"),
+        ))
+        response = await gateway.request("GET", "/garbage")
+        assert (response.code, await within(response.text())) == (502, "Bad gateway.")
+        response = await gateway.request("GET", "/cut")
+        assert response.code == 200
+        failure = None
+        try:
+            await within(response.text())
+        except Exception as error:  # the client sees a cut body, not a complete one
+            failure = error
+        assert failure is not None
+        response = await gateway.request("GET", "/garbage")  # and the gateway goes on
+        assert response.code == 502
+    finally:
+        await garbage.port.stopListening()
+        await cut.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_log_console(make_gateway, stub_server):
+    from twisted.logger import globalLogPublisher
+
+    backend = stub_server(echo)
+    gateway = make_gateway(proxy_config=(api(backend.port.getHost().port,
+                                             endpoint("get", "GET", "/logged")),),
+                           request_log=("console",))
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        response = await gateway.request("GET", "/logged")
+        assert response.code == 200
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    calls = [event for event in events if event.get("log_format", "").startswith("CALL:")]
+    assert len(calls) == 1
+    assert calls[0]["endpoint_id"] == "get" and calls[0]["request_path"] == "/logged"

@@ -9,6 +9,8 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from rig.connections.outbox import no_delay
+
 TEXT = b"text/plain; charset=utf-8"
 JSON = b"application/json; charset=utf-8"
 
@@ -51,6 +53,10 @@ class RigChannel(http.HTTPChannel):
 
     MAX_LENGTH = 32768
     totalHeadersSize = 65536
+
+    def connectionMade(self):
+        super().connectionMade()
+        no_delay(self.transport)
 
 
 class RigSite(server.Site):
