@@ -129,6 +129,11 @@ if [ ${#SELECTED[@]} -gt 0 ]; then
     done
 fi
 
+if health; then
+    echo "run.sh: something already answers on $URL; stop it or set INBOUND_PORT" >&2
+    exit 2
+fi
+
 {
     echo "# txrig fan-out benchmark, $(date -Iseconds)"
     echo "# host $(uname -nr), $(nproc) CPUs, $("$PY" -V 2>&1), gateway on CPU $GATEWAY_CPU, generator on CPU $GENERATOR_CPU"
