@@ -65,6 +65,10 @@ class Settings:
     proxy_http_async_response_timeout: float = 5.0
     proxy_max_body_bytes: int = 1 << 30
     request_log: tuple = ()
+    cluster_listen: str | None = None
+    cluster_seeds: tuple = ()
+    discovery_type: str | None = None
+    dns_name: str = "localhost"
 
     @classmethod
     def load(cls, config_path, environ):
@@ -237,6 +241,28 @@ def _milliseconds():
     return (lambda value: check_int(value) / 1000.0), (lambda text: parse_int(text) / 1000.0)
 
 
+def _seeds(value):
+    """``host:port`` peers to join, comma-separated (or a TOML array)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    seeds = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        host, _, port = text.rpartition(":")
+        if not host or not _PORT_TEXT.fullmatch(port) or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port entries, got {text!r}")
+        seeds.append(text)
+    return tuple(seeds)
+
+
+def _discovery(value):
+    text = _text(value).lower()
+    if text != "dns":
+        raise ValueError(f"the only discovery type is dns, got {value!r}")
+    return text
+
+
 def _request_log(value):
     items = value if isinstance(value, list) else str(value).split(",")
     loggers = tuple(item.strip().lower() for item in items if str(item).strip())
@@ -335,6 +361,10 @@ _SPECS = (
           *_milliseconds()),
     _spec("proxy_max_body_bytes", "PROXY_MAX_BODY_BYTES", *_integer(1)),
     _spec("request_log", "REQUEST_LOG", _request_log),
+    _spec("cluster_listen", "CLUSTER_PORT", _listener),
+    _spec("cluster_seeds", "CLUSTER_SEEDS", _seeds),
+    _spec("discovery_type", "DISCOVERY_TYPE", _discovery),
+    _spec("dns_name", "DNS_NAME", _text),
 )
 
 
