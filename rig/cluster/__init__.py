@@ -1,0 +1,1 @@
+"""The cluster: authenticated links, SWIM membership, replicated state, routing."""
