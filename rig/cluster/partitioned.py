@@ -28,7 +28,7 @@ class PartitionedSets:
         return {owner: [version, sorted(members)]}
 
     def merge(self, partitions):
-        """Take partitions from a replica (``{node: [version, members]}``); return changed owners."""
+        """Take partitions from a replica; return the owners whose partition changed."""
         changed = []
         for owner, (version, members) in partitions.items():
             if owner == self.owner:
