@@ -60,4 +60,5 @@ class PartitionedSets:
         return [owner for owner, (_, members) in self._partitions.items() if member in members]
 
     def snapshot(self):
-        return {owner: (version, set(members)) for owner, (version, members) in self._partitions.items()}
+        return {owner: (version, set(members))
+                for owner, (version, members) in self._partitions.items()}
