@@ -44,7 +44,7 @@ def test_replicas_converge_whatever_the_delivery_order(updates, order, duplicate
         if delta is not None:
             deltas.append(delta)
     deliveries = deltas * (1 + duplicates)
-    for name, replica in nodes.items():
+    for replica in nodes.values():
         shuffled = list(deliveries)
         order.shuffle(shuffled)
         for delta in shuffled:
