@@ -64,6 +64,7 @@ class Hub:
         self.send_queue_limit = send_queue_limit
         self.auth = auth or Authority.unconfigured(reactor)
         self.auth.blacklist.on_add(self.kill_session)
+        self.forwarders = []  # callables(event): the cluster sends events on to other nodes
         self.connections = {}
         self.sessions = {}  # session id -> set of local connections
         self._ids = itertools.count(1)
@@ -194,6 +195,15 @@ class Hub:
     # -- publishing ------------------------------------------------------
 
     def publish(self, event):
+        """Deliver *event* here and hand it to the forwarders; return local deliveries."""
+        for forward in self.forwarders:
+            try:
+                forward(event)
+            except Exception:
+                self.log.failure("forwarding event {event_id}", event_id=event.id)
+        return self.publish_local(event)
+
+    def publish_local(self, event):
         """Deliver *event* to every matching local connection; return how many."""
         seq = next(self._seq)
         targets = self.index.match(event)

@@ -9,6 +9,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from rig.auth.authority import Authority
+from rig.cluster.node import ClusterNode
 from rig.connections.token import TokenCodec
 from rig.hub import Hub
 from rig.proxy.correlation import Correlations
@@ -89,7 +90,7 @@ class RigService(MultiService):
         self.hub = hub
 
     @classmethod
-    def build(cls, settings, reactor, environ=None):
+    def build(cls, settings, reactor, environ=None, swim_config=None):
         """The service tree; *environ* is only read for ``proxy.use_env`` target hosts."""
         node = f"rig@{settings.node_host}"
         codec = TokenCodec.from_cookie(node, settings.node_cookie)
@@ -121,6 +122,15 @@ class RigService(MultiService):
             async_timeout=settings.proxy_http_async_response_timeout,
         )
         service.store = store
+        service.cluster = None
+        if settings.cluster_listen:
+            service.cluster = ClusterNode(
+                reactor, hub, store, cookie=settings.node_cookie,
+                listen=settings.cluster_listen, node_host=settings.node_host,
+                seeds=settings.cluster_seeds, swim_config=swim_config,
+            )
+            service.cluster.setName("cluster")
+            service.cluster.setServiceParent(service)
         internal = ListenerService(reactor, settings.api_listen,
                                    internal_site(hub, settings, store, correlations))
         internal.setName("internal")

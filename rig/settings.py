@@ -93,6 +93,9 @@ class Settings:
             if text.strip():
                 values[spec.field] = spec.convert(spec.parse, text)
         _check_jwt_key(values)
+        if values.get("cluster_listen") and not values.get("node_cookie"):
+            raise SettingsError("NODE_COOKIE: required when CLUSTER_PORT is set "
+                                "(it authenticates every node of the cluster)")
         return cls(**values)
 
 

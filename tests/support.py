@@ -56,13 +56,14 @@ class Gateway:
 
     @classmethod
     def start(cls, **overrides):
+        swim_config = overrides.pop("swim_config", None)
         settings = Settings(
             inbound_listen="tcp:0:interface=127.0.0.1",
             api_listen="tcp:0:interface=127.0.0.1",
             extractors=parse_extractors(overrides.pop("extractors", GREETING_EXTRACTORS)),
             **overrides,
         )
-        service = RigService.build(settings, reactor)
+        service = RigService.build(settings, reactor, swim_config=swim_config)
         service.startService()
         return cls(service, HTTPConnectionPool(reactor, persistent=False))
 

@@ -22,6 +22,7 @@ class ApiStore:
         self._node = node
         self._apis = {}  # id -> definition with metadata, tombstones included
         self._routes = []
+        self.on_change = []  # callables(api): the cluster replicates local writes
 
     # -- reads -------------------------------------------------------------
 
@@ -83,6 +84,8 @@ class ApiStore:
         api["node_name"] = self._node
         self._apis[api["id"]] = api
         self._rebuild()
+        for listener in self.on_change:
+            listener(api)
 
     def _rebuild(self):
         routes = []

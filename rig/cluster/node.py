@@ -1,0 +1,275 @@
+"""One node's part in the cluster: links, SWIM membership, replicated state, event routing.
+
+- Membership messages go straight to the sans-IO SWIM core; its outputs go out
+  on the links. A dead or departed member's partitions are dropped.
+- Interest: each node publishes the set of event types it has subscribers for
+  (an owner-partitioned set), as a delta at once and by digest anti-entropy.
+  A published event crosses to a node only if that node has interest in its
+  type, and is matched there; so each subscriber gets it exactly once.
+- The session blacklist (max-register map) and the API definitions (LWW map)
+  are replicated as deltas at once and as full state by anti-entropy; a
+  blacklist entry arriving from a peer kills matching local connections.
+"""
+import random
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from rig.cluster.links import ClusterLinks
+from rig.cluster.membership import Membership, SwimConfig, make_boot
+from rig.cluster.partitioned import PartitionedSets
+from rig.events import EventError, parse_structured
+
+SWIM_TYPES = frozenset(("ping", "ack", "ping-req", "nack", "join", "sync", "gossip"))
+
+
+class ClusterNode(Service):
+    log = Logger()
+
+    def __init__(self, reactor, hub, store, *, cookie, listen, node_host, seeds=(),
+                 swim_config=None, tick_interval=0.1, interest_interval=0.5,
+                 anti_entropy_interval=5.0, rng=None):
+        self._reactor = reactor
+        self.hub = hub
+        self.store = store
+        self._cookie = cookie
+        self._listen = listen
+        self._node_host = node_host
+        self._seeds = list(seeds)
+        self._swim_config = swim_config or SwimConfig()
+        self._rng = rng or random.Random()
+        self._intervals = (tick_interval, interest_interval, anti_entropy_interval)
+        self._loops = []
+        self._merging = False
+        self.links = None
+        self.membership = None
+        self.interest = None
+
+    @property
+    def node_name(self):
+        return self.membership.name if self.membership is not None else None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        self.links = ClusterLinks(
+            self._reactor, node_name=self._advertised() or "rig", cookie=self._cookie,
+            listen=self._listen, advertise=self._advertised(),
+            on_message=self._received, on_link_down=self._link_down,
+        )
+        starting = self.links.start()
+        starting.addCallback(self._listening)
+        starting.addErrback(lambda failure: self.log.failure("cluster start failed", failure))
+        return starting
+
+    def _advertised(self):
+        """``NODE_HOST:port`` when the listener names its port; else the bound address."""
+        parts = self._listen.split(":")
+        if len(parts) > 1 and parts[1].isdigit() and parts[1] != "0":
+            return f"{self._node_host}:{parts[1]}"
+        return None
+
+    def _listening(self, port):
+        address = self.links.address
+        self.links.node_name = address
+        self.membership = Membership(address, address, make_boot(self._reactor.seconds()),
+                                     config=self._swim_config, rng=self._rng,
+                                     now=self._reactor.seconds())
+        self.membership.on_change.append(self._member_changed)
+        self.interest = PartitionedSets(address)
+        self.hub.forwarders.append(self._forward)
+        self.hub.auth.blacklist.on_add(self._blacklisted)
+        self.store.on_change.append(self._api_changed)
+        self._send_all(self.membership.join(self._reactor.seconds(), self._seeds))
+        tick, interest, anti_entropy = self._intervals
+        for function, interval in ((self._tick, tick), (self._refresh_interest, interest),
+                                   (self._anti_entropy, anti_entropy)):
+            loop = LoopingCall(function)
+            loop.clock = self._reactor
+            loop.start(interval, now=False).addErrback(
+                lambda failure: self.log.failure("cluster loop died", failure))
+            self._loops.append(loop)
+        self.log.info("Cluster node {name} listening", name=address)
+
+    def stopService(self):
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        if self._forward in self.hub.forwarders:
+            self.hub.forwarders.remove(self._forward)
+        if self.membership is not None:
+            self._send_all(self.membership.leave(self._reactor.seconds()))
+        if self.links is None:
+            return None
+        # give the leave a moment to go out, then close the links
+        return defer.Deferred.fromCoroutine(self._close_links())
+
+    async def _close_links(self):
+        from twisted.internet.task import deferLater
+
+        await deferLater(self._reactor, 0.05, lambda: None)
+        await self.links.stop()
+
+    # -- membership -----------------------------------------------------------
+
+    def _tick(self):
+        self._send_all(self.membership.tick(self._reactor.seconds()))
+
+    def _link_down(self, address):
+        if self.membership is not None:
+            self._send_all(self.membership.link_down(self._reactor.seconds(), address))
+
+    def _member_changed(self, member):
+        if member.state in ("dead", "left"):
+            self.interest.drop(member.name)
+            self.links.forget(member.address)
+            self.log.info("Cluster member {name} is {state}", name=member.name,
+                          state=member.state)
+        elif member.state == "alive" and member.name != self.node_name:
+            self._send(member.address, self._full_state())
+
+    def _peers(self):
+        return [member for member in self.membership.alive() if member.state == "alive"]
+
+    def members(self):
+        return self.membership.members() if self.membership is not None else []
+
+    # -- messages -------------------------------------------------------------
+
+    def _send_all(self, outgoing):
+        for address, message in outgoing:
+            self.links.send(address, message)
+
+    def _send(self, address, message):
+        self.links.send(address, message)
+
+    def _broadcast(self, message):
+        for member in self._peers():
+            self.links.send(member.address, message)
+
+    def _received(self, address, message):
+        kind = message.get("type")
+        if kind in SWIM_TYPES:
+            self._send_all(self.membership.receive(self._reactor.seconds(), address, message))
+            return
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self.log.warn("Unknown cluster message {kind!r} from {address}", kind=kind,
+                          address=address)
+            return
+        try:
+            handler(self, address, message)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            self.log.warn("Bad cluster message {kind!r} from {address}: {error}", kind=kind,
+                          address=address, error=repr(error))
+
+    # -- events ---------------------------------------------------------------
+
+    def _forward(self, event):
+        """Send a locally published event once to each other node with interest in its type."""
+        if self.interest is None:
+            return
+        owners = [
+            owner for owner in self.interest.owners_with(event.type) if owner != self.node_name
+        ]
+        if not owners:
+            return
+        message = {"type": "rig.event", "event": event.json.decode("utf-8")}
+        for owner in owners:
+            member = self.membership.member(owner)
+            if member is not None and member.state in ("alive", "suspect"):
+                self.links.send(member.address, message)
+
+    def _on_event(self, address, message):
+        try:
+            event = parse_structured(message["event"].encode("utf-8"))
+        except EventError as error:
+            self.log.warn("Dropped a bad event from {address}: {error}", address=address,
+                          error=str(error))
+            return
+        self.hub.publish_local(event)
+
+    # -- interest ---------------------------------------------------------------
+
+    def _refresh_interest(self):
+        delta = self.interest.set_local(self.hub.index.event_types())
+        if delta is not None:
+            self._broadcast({"type": "rig.interest", "partitions": delta})
+
+    def _on_interest(self, address, message):
+        self.interest.merge(_partitions(message["partitions"]))
+
+    # -- blacklist and API definitions -------------------------------------------
+
+    def _blacklisted(self, session):
+        if self._merging:
+            return
+        expires_at = self.hub.auth.blacklist.expires_at(session)
+        if expires_at is not None:
+            self._broadcast({"type": "rig.blacklist", "entries": {session: expires_at}})
+
+    def _on_blacklist(self, address, message):
+        entries = {str(session): float(expiry) for session, expiry in message["entries"].items()}
+        self._merging = True
+        try:
+            self.hub.auth.blacklist.merge(entries)
+        finally:
+            self._merging = False
+
+    def _api_changed(self, api):
+        if not self._merging:
+            self._broadcast({"type": "rig.apis", "apis": {api["id"]: api}})
+
+    def _on_apis(self, address, message):
+        self._merging = True
+        try:
+            self.store.merge({str(key): dict(api) for key, api in message["apis"].items()})
+        finally:
+            self._merging = False
+
+    # -- anti-entropy ---------------------------------------------------------------
+
+    def _full_state(self):
+        return {
+            "type": "rig.state",
+            "interest": self.interest.newer_than({}),
+            "blacklist": self.hub.auth.blacklist.snapshot(),
+            "apis": self.store.snapshot(),
+        }
+
+    def _anti_entropy(self):
+        peers = self._peers()
+        if peers:
+            peer = self._rng.choice(peers)
+            self._send(peer.address, {"type": "rig.digest", "interest": self.interest.digest()})
+
+    def _on_digest(self, address, message):
+        digest = {str(owner): int(version) for owner, version in message["interest"].items()}
+        newer = self.interest.newer_than(digest)
+        state = self._full_state()
+        state["interest"] = newer
+        self._send(address, state)
+
+    def _on_state(self, address, message):
+        self.interest.merge(_partitions(message["interest"]))
+        self._on_blacklist(address, {"entries": message["blacklist"]})
+        self._on_apis(address, {"apis": message["apis"]})
+
+    _handlers = {
+        "rig.event": _on_event,
+        "rig.interest": _on_interest,
+        "rig.blacklist": _on_blacklist,
+        "rig.apis": _on_apis,
+        "rig.digest": _on_digest,
+        "rig.state": _on_state,
+    }
+
+
+def _partitions(raw):
+    return {str(owner): (int(version), [str(m) for m in members])
+            for owner, (version, members) in raw.items()}

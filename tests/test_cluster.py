@@ -1,0 +1,123 @@
+"""Several gateway nodes in one reactor form a cluster over loopback TCP (issue 5)."""
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from rig.cluster.membership import SwimConfig
+from tests.support import greeting, make_jwt, subs_query, within
+
+FAST = SwimConfig(probe_interval=0.2, probe_timeout=0.1, push_pull_interval=1.0,
+                  dead_reclaim=5.0)
+COOKIE = "cluster-test-cookie"
+
+
+async def eventually(predicate, seconds=8.0, message="condition"):
+    for _ in range(int(seconds / 0.05)):
+        if predicate():
+            return
+        await deferLater(reactor, 0.05)
+    raise AssertionError(f"{message} not reached within {seconds} s")
+
+
+def start_node(make_gateway, seeds=(), **overrides):
+    return make_gateway(cluster_listen="tcp:0:interface=127.0.0.1", node_cookie=COOKIE,
+                        cluster_seeds=tuple(seeds), swim_config=FAST,
+                        jwt_secret_key="mysecret", **overrides)
+
+
+async def three_nodes(make_gateway):
+    first = start_node(make_gateway)
+    await eventually(lambda: first.service.cluster.membership is not None)
+    seed = first.service.cluster.links.address
+    others = [start_node(make_gateway, seeds=[seed]) for _ in range(2)]
+    nodes = [first, *others]
+
+    def converged():
+        return all(
+            node.service.cluster.membership is not None
+            and len([m for m in node.service.cluster.members() if m.state == "alive"]) == 3
+            for node in nodes
+        )
+
+    await eventually(converged, message="three alive members everywhere")
+    return nodes
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_reach_subscribers_on_every_node_exactly_once(make_gateway):
+    a, b, c = await three_nodes(make_gateway)
+    on_b = await b.ws("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    on_c = await c.sse("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    await on_b.welcome()
+    await on_c.welcome()
+
+    def interest_known():
+        owners = set(a.service.cluster.interest.owners_with("greeting"))
+        return owners == {b.service.cluster.node_name, c.service.cluster.node_name}
+
+    await eventually(interest_known, message="interest replicated to a")
+    await a.publish(greeting("x", "from-a"))
+    await c.publish(greeting("x", "from-c"))
+    assert [(await on_b.next_event())["id"] for _ in range(2)] == ["from-a", "from-c"]
+    assert [(await on_c.next_event())["id"] for _ in range(2)] == ["from-a", "from-c"]
+    await a.publish(greeting("x", "marker"))
+    assert (await on_b.next_event())["id"] == "marker"  # nothing was delivered twice
+
+
+@pytest_twisted.ensureDeferred
+async def test_blacklist_on_one_node_kills_connections_on_another(make_gateway):
+    a, b, c = await three_nodes(make_gateway)
+    token = make_jwt({"jti": "fraud"})
+    victim = await c.ws(f"?jwt={token}")
+    await victim.welcome()
+    response = await a.request("POST", "/v3/session-blacklist", internal=True,
+                               json={"sessionId": "fraud", "validityInSeconds": 60})
+    assert response.code == 201
+    assert await victim.close_info() == (1000, "Session killed.")
+    await eventually(lambda: "fraud" in b.hub.auth.blacklist)
+    refused = await b.sse(f"?jwt={token}")
+    assert refused.status == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_definitions_replicate(make_gateway, stub_server):
+    a, b, c = await three_nodes(make_gateway)
+    backend = stub_server(lambda info: (200, b"from the backend"))
+    definition = {"id": "shared", "name": "shared",
+                  "proxy": {"target_url": "127.0.0.1", "port": backend.port.getHost().port},
+                  "version_data": {"default": {"endpoints": [
+                      {"id": "get", "method": "GET", "path_regex": "/shared"}]}}}
+    response = await a.request("POST", "/v3/apis", internal=True, json=definition)
+    assert response.code == 201
+    await eventually(lambda: b.service.store.get("shared") is not None)
+    response = await b.request("GET", "/shared")
+    assert (response.code, await within(response.text())) == (200, "from the backend")
+    response = await c.request("DELETE", "/v3/apis/shared", internal=True)
+    assert response.code == 204
+    await eventually(lambda: a.service.store.get("shared") is None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_leaving_node_is_seen_as_left_and_its_interest_dropped(make_gateway):
+    a, _b, c = await three_nodes(make_gateway)
+    on_c = await c.ws("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    await on_c.welcome()
+    c_name = c.service.cluster.node_name
+    await eventually(lambda: c_name in a.service.cluster.interest.owners_with("greeting"))
+    await c.stop()
+    await eventually(lambda: a.service.cluster.membership.member(c_name).state == "left",
+                     message="c seen as left")
+    assert c_name not in a.service.cluster.interest.owners_with("greeting")
+    await a.publish(greeting("x", "after-leave"))  # no route to a departed node: no error
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_with_the_wrong_cookie_never_joins(make_gateway):
+    first = start_node(make_gateway)
+    await eventually(lambda: first.service.cluster.membership is not None)
+    intruder = make_gateway(cluster_listen="tcp:0:interface=127.0.0.1", node_cookie="wrong",
+                            cluster_seeds=(first.service.cluster.links.address,),
+                            swim_config=FAST)
+    await deferLater(reactor, 1.0)
+    assert [m.state for m in first.service.cluster.members()] == ["alive"]
+    assert len(intruder.service.cluster.members()) == 1
