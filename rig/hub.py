@@ -65,6 +65,7 @@ class Hub:
         self.auth = auth or Authority.unconfigured(reactor)
         self.auth.blacklist.on_add(self.kill_session)
         self.forwarders = []  # callables(event): the cluster sends events on to other nodes
+        self.remote = None  # the cluster node, when there is one: calls to owning nodes
         self.connections = {}
         self.sessions = {}  # session id -> set of local connections
         self._ids = itertools.count(1)

@@ -121,3 +121,54 @@ async def test_a_node_with_the_wrong_cookie_never_joins(make_gateway):
     await deferLater(reactor, 1.0)
     assert [m.state for m in first.service.cluster.members()] == ["alive"]
     assert len(intruder.service.cluster.members()) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscriptions_put_reaches_the_owning_node_from_any_node(make_gateway):
+    a, b, c = await three_nodes(make_gateway)
+    client = await c.sse()
+    token, _ = await client.welcome()
+    for node in (a, b):
+        response = await node.request(
+            "PUT", f"/_rig/v1/connection/sse/{token}/subscriptions",
+            json={"subscriptions": [{"eventType": "greeting"}]})
+        assert response.code == 204, await within(response.text())
+        assert (await client.next_event())["data"] == [{"eventType": "greeting", "oneOf": []}]
+    response = await a.request("PUT", f"/_rig/v1/connection/sse/{token}/subscriptions",
+                               json={"subscriptions": [{"eventType": 7}]})
+    assert response.code == 400
+    assert "could not parse given subscriptions" in await within(response.text())
+    client.disconnect()
+    await within(client.closed)
+    response = await a.request("PUT", f"/_rig/v1/connection/sse/{token}/subscriptions",
+                               json={"subscriptions": []})
+    assert (response.code, await within(response.text())) == (
+        410, "Connection no longer exists.")
+    await c.stop()
+    response = await a.request("PUT", f"/_rig/v1/connection/sse/{token}/subscriptions",
+                               json={"subscriptions": []})
+    assert response.code == 410  # the node is gone: like a closed connection, at once
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_response_posted_to_another_node_reaches_the_waiting_request(
+        make_gateway, stub_server):
+    backend = stub_server(lambda info: (202, b""))
+    definition = {"id": "orders", "name": "orders",
+                  "proxy": {"target_url": "127.0.0.1", "port": backend.port.getHost().port},
+                  "version_data": {"default": {"endpoints": [
+                      {"id": "o", "method": "POST", "path_regex": "/orders",
+                       "response_from": "http_async"}]}}}
+    a, b, _c = await three_nodes(make_gateway)
+    response = await a.request("POST", "/v3/apis", internal=True, json=definition)
+    assert response.code == 201
+    waiting = a.request("POST", "/orders", data=b"{}")
+    await eventually(lambda: bool(backend.requests))
+    correlation = backend.last_query()["correlation"]
+    response = await b.request(
+        "POST", "/v3/responses", internal=True, data=b"done",
+        headers={"rig-correlation": correlation, "rig-response-code": "200",
+                 "content-type": "text/plain"})
+    assert response.code == 202
+    answer = await waiting
+    assert (answer.code, await within(answer.text())) == (200, "done")

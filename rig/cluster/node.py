@@ -10,6 +10,9 @@
   are replicated as deltas at once and as full state by anti-entropy; a
   blacklist entry arriving from a peer kills matching local connections.
 """
+import base64
+import hashlib
+import itertools
 import random
 
 from twisted.application.service import Service
@@ -29,11 +32,15 @@ class ClusterNode(Service):
     log = Logger()
 
     def __init__(self, reactor, hub, store, *, cookie, listen, node_host, seeds=(),
-                 swim_config=None, tick_interval=0.1, interest_interval=0.5,
-                 anti_entropy_interval=5.0, rng=None):
+                 correlations=None, swim_config=None, tick_interval=0.1, interest_interval=0.5,
+                 anti_entropy_interval=5.0, call_timeout=5.0, rng=None):
         self._reactor = reactor
         self.hub = hub
         self.store = store
+        self.correlations = correlations
+        self._call_timeout = call_timeout
+        self._calls = {}
+        self._call_ids = itertools.count(1)
         self._cookie = cookie
         self._listen = listen
         self._node_host = node_host
@@ -79,6 +86,13 @@ class ClusterNode(Service):
                                      config=self._swim_config, rng=self._rng,
                                      now=self._reactor.seconds())
         self.membership.on_change.append(self._member_changed)
+        # tokens and correlation ids now name this cluster member and its boot
+        for codec in self._codecs():
+            codec.node = address
+            codec.boot_id = token_boot(self.membership.boot)
+        self.hub.remote = self
+        if self.correlations is not None:
+            self.correlations.remote = self
         self.interest = PartitionedSets(address)
         self.hub.forwarders.append(self._forward)
         self.hub.auth.blacklist.on_add(self._blacklisted)
@@ -194,6 +208,61 @@ class ClusterNode(Service):
             return
         self.hub.publish_local(event)
 
+    # -- calls to the node that owns a connection or a waiting request ---------------
+
+    def _codecs(self):
+        codecs = [self.hub.codec]
+        if self.correlations is not None:
+            codecs.append(self.correlations.codec)
+        return codecs
+
+    def owner_address(self, ref):
+        """The address of the live member *ref* (a token's node and boot) names, or None."""
+        member = self.membership.member(ref.node) if self.membership is not None else None
+        if member is None or member.state not in ("alive", "suspect"):
+            return None
+        if token_boot(member.boot) != ref.boot_id or member.name == self.node_name:
+            return None  # a restarted node, or our own previous life: that connection is gone
+        return member.address
+
+    def call_owner(self, ref, op, args):
+        """Ask the owning node to run *op*; a Deferred of its reply, or of None if it
+        is gone or does not answer in time (callers answer like a closed connection)."""
+        address = self.owner_address(ref)
+        if address is None:
+            return defer.succeed(None)
+        call_id = next(self._call_ids)
+        waiting = defer.Deferred(lambda _d: self._calls.pop(call_id, None))
+        self._calls[call_id] = waiting
+        waiting.addTimeout(self._call_timeout, self._reactor)
+        waiting.addErrback(lambda _failure: self._calls.pop(call_id, None) and None)
+        self.links.send(address, {"type": "rig.call", "id": call_id, "op": op, "args": args})
+        return waiting
+
+    def _on_call(self, address, message):
+        op, args = message["op"], message["args"]
+        if op == "put-subscriptions":
+            from rig.connections.subscribe import apply_subscriptions
+
+            status, text = apply_subscriptions(
+                self.hub, int(args["local_id"]), args["subscriptions"],
+                [str(bearer) for bearer in args["bearers"]])
+            result = {"status": status, "text": text}
+        elif op == "async-response" and self.correlations is not None:
+            result = {"delivered": self.correlations.deliver_local(
+                int(args["local_id"]), int(args["status"]),
+                [(name.encode("latin-1"), value.encode("latin-1"))
+                 for name, value in args["headers"]],
+                base64.b64decode(args["body"]))}
+        else:
+            raise ValueError(f"unknown call {op!r}")
+        self._send(address, {"type": "rig.reply", "id": message["id"], "result": result})
+
+    def _on_reply(self, address, message):
+        waiting = self._calls.pop(int(message["id"]), None)
+        if waiting is not None:
+            waiting.callback(message["result"])
+
     # -- interest ---------------------------------------------------------------
 
     def _refresh_interest(self):
@@ -267,7 +336,14 @@ class ClusterNode(Service):
         "rig.apis": _on_apis,
         "rig.digest": _on_digest,
         "rig.state": _on_state,
+        "rig.call": _on_call,
+        "rig.reply": _on_reply,
     }
+
+
+def token_boot(boot):
+    """The 8 bytes of a member's boot id that its tokens carry."""
+    return hashlib.sha256(boot.encode("utf-8")).digest()[:8]
 
 
 def _partitions(raw):

@@ -56,36 +56,44 @@ async def put_subscriptions(hub, cors, request, kind, token):
         ref = hub.codec.decode(token)
     except InvalidToken:
         return respond(request, 400, "Invalid connection token.", headers=cors_header)
-    connection = hub.find(ref)
+    bearers = authorization_tokens(authorization, lenient=False)
+    if hub.codec.is_local(ref) or hub.remote is None:
+        status, text = apply_subscriptions(hub, ref.local_id, body["subscriptions"], bearers)
+    else:  # the connection lives on another node: it decides there
+        reply = await hub.remote.call_owner(ref, "put-subscriptions", {
+            "local_id": ref.local_id, "subscriptions": body["subscriptions"],
+            "bearers": bearers,
+        })
+        status, text = (reply["status"], reply["text"]) if reply else (410, GONE)
+    return respond(request, status, text, headers=cors_header)
+
+
+GONE = "Connection no longer exists."
+
+
+def apply_subscriptions(hub, local_id, subscriptions, bearers):
+    """Steps 6-9 of the PUT on the node that owns the connection: (status, text)."""
+    connection = hub.connections.get(local_id)
     if connection is None:
-        return respond(request, 410, "Connection no longer exists.", headers=cors_header)
+        return 410, GONE
     claims_list = []
     try:
-        for bearer in authorization_tokens(authorization, lenient=False):
+        for bearer in bearers:
             claims_list.append(hub.auth.validator.claims(bearer))
     except InvalidJWT as error:
-        return respond(
-            request, 400,
-            "cannot accept subscription request: invalid authorization header: "
-            f"could not decode JWT: {error}",
-            headers=cors_header,
-        )
+        return 400, ("cannot accept subscription request: invalid authorization header: "
+                     f"could not decode JWT: {error}")
     try:
-        manual = parse_subscriptions(body["subscriptions"])
+        manual = parse_subscriptions(subscriptions)
     except SubscriptionError as error:
-        return respond(
-            request, 400,
-            f"cannot accept subscription request: could not parse given subscriptions: {error}",
-            headers=cors_header,
-        )
-    if hub.find(ref) is not connection:
-        return respond(request, 410, "Connection no longer exists.", headers=cors_header)
+        return 400, ("cannot accept subscription request: could not parse given subscriptions: "
+                     f"{error}")
     merged = {}
     for claims in claims_list:
         merged.update(claims)
     hub.join_sessions(connection, claims_list)
     hub.set_subscriptions(connection, hub.subscriptions_from_claims(merged) + manual)
-    return respond(request, 204, headers=cors_header)
+    return 204, ""
 
 
 def subscriptions_preflight(cors, request, kind=None, token=None):

@@ -15,6 +15,7 @@ class Correlations:
         self.codec = codec
         self._waiting = {}
         self._ids = itertools.count(1)
+        self.remote = None  # the cluster node, when there is one
 
     def open(self, timeout):
         """A new correlation id and a Deferred of its answer (TimeoutError after *timeout*)."""
@@ -33,6 +34,16 @@ class Correlations:
         if answered is None:
             return False
         answered.callback(answer)
+        return True
+
+    def deliver_local(self, local_id, status, headers, body):
+        """An answer routed here by another node (see the cluster's ``async-response``)."""
+        from rig.proxy.gateway import AsyncAnswer
+
+        answered = self._waiting.pop(local_id, None)
+        if answered is None:
+            return False
+        answered.callback(AsyncAnswer(status, tuple(headers), body))
         return True
 
     def cancel(self, correlation_id):
