@@ -2,7 +2,7 @@
 import json
 from inspect import iscoroutine
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -40,16 +40,29 @@ def make_request(cookies=None, query=None):
     return request
 
 
-def settled(result):
-    """The value of a handler that may be a coroutine which completes at once."""
-    if not iscoroutine(result):
+def settled(result, request=None):
+    """What the router would do with a handler's result: a value at once, or
+    NOT_DONE_YET and the body written to *request* when it comes."""
+    if iscoroutine(result):
+        result = ensureDeferred(result)
+    if not isinstance(result, Deferred):
         return result
     outcome = []
-    ensureDeferred(result).addBoth(outcome.append)
-    (value,) = outcome
-    if isinstance(value, Failure):
-        value.raiseException()
-    return value
+    result.addBoth(outcome.append)
+    if outcome:
+        (value,) = outcome
+        if isinstance(value, Failure):
+            value.raiseException()
+        return value
+
+    def finish(body):
+        if body is not NOT_DONE_YET:
+            request.write(body)
+            request.finish()
+
+    # not fired yet: like the router, write the body when it comes
+    result.addCallback(lambda _: outcome[0]).addCallback(finish)
+    return NOT_DONE_YET
 
 
 def written(request):
@@ -189,7 +202,7 @@ def poll(hub, session, cursor="first_event"):
         b"connection_token": session.token.encode(),
         b"last_event_id": json.dumps(cursor).encode(),
     })
-    return request, settled(serve_longpoll(hub, longpoll_settings(), b"*", request))
+    return request, settled(serve_longpoll(hub, longpoll_settings(), b"*", request), request)
 
 
 def response_json(request):

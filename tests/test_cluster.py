@@ -172,3 +172,28 @@ async def test_async_response_posted_to_another_node_reaches_the_waiting_request
     assert response.code == 202
     answer = await waiting
     assert (answer.code, await within(answer.text())) == (200, "done")
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_polls_may_land_on_any_node(make_gateway):
+    a, b, c = await three_nodes(make_gateway)
+    lp = "/_rig/v1/connection/longpolling"
+    created = await c.request("GET", lp + "?subscriptions=" + subs_query(
+        [{"eventType": "greeting"}]))
+    assert created.code == 200
+    cookies = created.cookies()
+    first = await a.request("GET", lp, cookies=cookies)  # served by c, through a
+    body = await within(first.json())
+    assert [event["type"] for event in body["events"]] == [
+        "rig.connection.create", "rig.subscriptions_set"]
+    cookies = first.cookies()
+    c_name = c.service.cluster.node_name
+    await eventually(lambda: c_name in a.service.cluster.interest.owners_with("greeting"))
+    parked = b.request("GET", lp, cookies=cookies)
+    await deferLater(reactor, 0.2)
+    await a.publish(greeting("x", "lp-cluster"))
+    answer = await parked
+    assert [event["id"] for event in (await within(answer.json()))["events"]] == ["lp-cluster"]
+    await c.stop()
+    fresh = await a.request("GET", lp, cookies=answer.cookies())
+    assert await within(fresh.json()) == "ok"  # the owner is gone: a new session starts

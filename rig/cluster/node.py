@@ -225,7 +225,7 @@ class ClusterNode(Service):
             return None  # a restarted node, or our own previous life: that connection is gone
         return member.address
 
-    def call_owner(self, ref, op, args):
+    def call_owner(self, ref, op, args, timeout=None):
         """Ask the owning node to run *op*; a Deferred of its reply, or of None if it
         is gone or does not answer in time (callers answer like a closed connection)."""
         address = self.owner_address(ref)
@@ -234,13 +234,16 @@ class ClusterNode(Service):
         call_id = next(self._call_ids)
         waiting = defer.Deferred(lambda _d: self._calls.pop(call_id, None))
         self._calls[call_id] = waiting
-        waiting.addTimeout(self._call_timeout, self._reactor)
+        waiting.addTimeout(timeout or self._call_timeout, self._reactor)
         waiting.addErrback(lambda _failure: self._calls.pop(call_id, None) and None)
         self.links.send(address, {"type": "rig.call", "id": call_id, "op": op, "args": args})
         return waiting
 
     def _on_call(self, address, message):
         op, args = message["op"], message["args"]
+        if op == "poll":
+            self._poll_for(address, message["id"], int(args["local_id"]), str(args["cursor"]))
+            return
         if op == "put-subscriptions":
             from rig.connections.subscribe import apply_subscriptions
 
@@ -257,6 +260,22 @@ class ClusterNode(Service):
         else:
             raise ValueError(f"unknown call {op!r}")
         self._send(address, {"type": "rig.reply", "id": message["id"], "result": result})
+
+    def _poll_for(self, address, call_id, local_id, cursor):
+        from rig.connections.longpoll import LongPollSession
+
+        session = self.hub.connections.get(local_id)
+        if not isinstance(session, LongPollSession):
+            self._send(address, {"type": "rig.reply", "id": call_id, "result": {"gone": True}})
+            return
+
+        def answer(result):
+            events, last_id = result
+            self._send(address, {"type": "rig.reply", "id": call_id, "result": {
+                "events": [event.decode("utf-8") for event in events], "last_id": last_id}})
+
+        session.wait(cursor).addCallbacks(
+            answer, lambda failure: failure.trap(defer.CancelledError))
 
     def _on_reply(self, address, message):
         waiting = self._calls.pop(int(message["id"]), None)

@@ -8,6 +8,7 @@ event arrives, or with an empty list when the wait runs out.
 import collections
 import json
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
@@ -72,16 +73,26 @@ class LongPollSession:
 
     # -- polls -----------------------------------------------------------
 
-    def poll(self, request, cursor):
+    def wait(self, cursor):
+        """A Deferred of ``(events, last_id)``: at once when there are events newer than
+        *cursor*, else as soon as one arrives, else empty when the wait runs out."""
         self.last_active = self.hub.reactor.seconds()
         events, last_id = self._after(cursor)
         if events:
-            return self._respond(request, events, last_id)
+            return defer.succeed((events, last_id))
         self._answer_parked()  # an older parked poll of the same session gets an empty answer
+        waiting = defer.Deferred(self._cancelled)
         timeout = self.hub.reactor.callLater(self._wait, self._answer_parked)
-        self._parked = (request, cursor, timeout)
-        request.notifyFinish().addErrback(self._gone, request)
-        return NOT_DONE_YET
+        self._parked = (waiting, cursor, timeout)
+        return waiting
+
+    def poll(self, request, cursor):
+        """Answer a poll made on this node."""
+        waiting = self.wait(cursor)
+        request.notifyFinish().addErrback(lambda _failure: waiting.cancel())
+        waiting.addCallback(lambda result: self._respond(request, *result))
+        waiting.addErrback(lambda failure: failure.trap(defer.CancelledError) and NOT_DONE_YET)
+        return waiting
 
     def _after(self, cursor):
         """The buffered frames newer than *cursor*, and the newest id."""
@@ -101,28 +112,31 @@ class LongPollSession:
         parked, self._parked = self._parked, None
         if parked is None:
             return
-        request, cursor, timeout = parked
+        waiting, cursor, timeout = parked
         if timeout.active():
             timeout.cancel()
         self.last_active = self.hub.reactor.seconds()
-        events, last_id = self._after(cursor)
-        request.write(self._respond(request, events, last_id))
-        request.finish()
+        waiting.callback(self._after(cursor))
 
-    def _gone(self, _failure, request):
-        if self._parked is not None and self._parked[0] is request:
-            _request, _cursor, timeout = self._parked
+    def _cancelled(self, waiting):
+        """The poller went away: forget its parked poll (the session stays)."""
+        if self._parked is not None and self._parked[0] is waiting:
+            _waiting, _cursor, timeout = self._parked
             self._parked = None
             if timeout.active():
                 timeout.cancel()
         self.last_active = self.hub.reactor.seconds()
 
     def _respond(self, request, events, last_id):
-        set_session_cookies(request, self.token, last_id)
-        cors_headers(request, self._cors)
-        encoded_id = json.dumps(last_id).encode()
-        body = b'{"last_event_id":%s,"events":[%s]}' % (encoded_id, b",".join(events))
-        return respond(request, 200, body, JSON, headers=[(b"cache-control", b"no-cache")])
+        return poll_response(request, self.token, self._cors, events, last_id)
+
+
+def poll_response(request, token, cors, events, last_id):
+    set_session_cookies(request, token, last_id)
+    cors_headers(request, cors)
+    encoded_id = json.dumps(last_id).encode()
+    body = b'{"last_event_id":%s,"events":[%s]}' % (encoded_id, b",".join(events))
+    return respond(request, 200, body, JSON, headers=[(b"cache-control", b"no-cache")])
 
 
 def set_session_cookies(request, token, last_id):
@@ -148,24 +162,44 @@ def _cursor(request):
     return value if isinstance(value, str) else FIRST_EVENT
 
 
-def _live_session(hub, request):
+def _session_ref(hub, request):
     raw = request.getCookie(b"connection_token")
     if not raw:
-        return None
+        return None, None
+    token = raw.decode("ascii", "replace")
     try:
-        ref = hub.codec.decode(raw.decode("ascii", "replace"))
+        return token, hub.codec.decode(token)
     except InvalidToken:
-        return None  # an undecodable cookie starts a new session (spec A9)
-    session = hub.find(ref)
-    return session if isinstance(session, LongPollSession) else None
+        return None, None  # an undecodable cookie starts a new session (spec A9)
 
 
 def serve_longpoll(hub, settings, cors, request):
-    """A poll for a live session, or the creation of a new one."""
-    session = _live_session(hub, request)
-    if session is not None:
-        return session.poll(request, _cursor(request))
+    """A poll for a live session (here or on the node that owns it), or a new session."""
+    token, ref = _session_ref(hub, request)
+    if ref is not None:
+        session = hub.find(ref)
+        if isinstance(session, LongPollSession):
+            return session.poll(request, _cursor(request))
+        if not hub.codec.is_local(ref) and hub.remote is not None:
+            return _remote_poll(hub, settings, cors, request, (token, ref))
     return _new_session(hub, settings, cors, request)
+
+
+async def _remote_poll(hub, settings, cors, request, session):
+    """Polls may land on any node: the owner answers (no sticky sessions needed)."""
+    token, ref = session
+    calling = hub.remote.call_owner(ref, "poll", {"local_id": ref.local_id,
+                                                  "cursor": _cursor(request)},
+                                    timeout=settings.longpoll_wait + 5.0)
+    request.notifyFinish().addErrback(lambda _failure: calling.cancel())
+    try:
+        reply = await calling
+    except defer.CancelledError:
+        return NOT_DONE_YET
+    if not reply or reply.get("gone"):
+        return await _new_session(hub, settings, cors, request)
+    events = [event.encode("utf-8") for event in reply["events"]]
+    return poll_response(request, token, cors, events, reply["last_id"])
 
 
 async def _new_session(hub, settings, cors, request):
