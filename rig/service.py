@@ -128,6 +128,7 @@ class RigService(MultiService):
                 reactor, hub, store, cookie=settings.node_cookie,
                 listen=settings.cluster_listen, node_host=settings.node_host,
                 seeds=settings.cluster_seeds, swim_config=swim_config,
+                dns_name=settings.dns_name if settings.discovery_type == "dns" else None,
                 correlations=correlations,
             )
             service.cluster.setName("cluster")

@@ -197,3 +197,29 @@ async def test_long_polls_may_land_on_any_node(make_gateway):
     await c.stop()
     fresh = await a.request("GET", lp, cookies=answer.cookies())
     assert await within(fresh.json()) == "ok"  # the owner is gone: a new session starts
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_view_lists_members(make_gateway):
+    a, _b, _c = await three_nodes(make_gateway)
+    response = await a.request("GET", "/v3/cluster", internal=True)
+    view = await within(response.json())
+    assert view["node"] == a.service.cluster.node_name
+    assert sorted(m["state"] for m in view["members"]) == ["alive"] * 3
+    assert [m["self"] for m in view["members"]].count(True) == 1
+    assert all({"address", "incarnation", "last_seen_seconds_ago"} <= set(m)
+               for m in view["members"])
+    assert view["messages"]["received"] > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_dns_discovery_resolves_without_blocking_and_joins_what_it_finds(make_gateway):
+    a = start_node(make_gateway)
+    b = start_node(make_gateway, discovery_type="dns", dns_name="localhost")
+    await eventually(lambda: a.service.cluster.membership and b.service.cluster.membership)
+    node = b.service.cluster
+    found = await within(node._discover())  # resolves localhost in the resolver's threads
+    assert "127.0.0.1" in found
+    a_port = a.service.cluster.links.address.rpartition(":")[2]
+    node._join_discovered(["127.0.0.1"], a_port)
+    await eventually(lambda: len([m for m in node.members() if m.state == "alive"]) == 2)

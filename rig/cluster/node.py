@@ -17,8 +17,10 @@ import random
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from rig.cluster.links import ClusterLinks
 from rig.cluster.membership import Membership, SwimConfig, make_boot
@@ -32,8 +34,9 @@ class ClusterNode(Service):
     log = Logger()
 
     def __init__(self, reactor, hub, store, *, cookie, listen, node_host, seeds=(),
-                 correlations=None, swim_config=None, tick_interval=0.1, interest_interval=0.5,
-                 anti_entropy_interval=5.0, call_timeout=5.0, rng=None):
+                 dns_name=None, correlations=None, swim_config=None, tick_interval=0.1,
+                 interest_interval=0.5, anti_entropy_interval=5.0, call_timeout=5.0,
+                 rng=None):
         self._reactor = reactor
         self.hub = hub
         self.store = store
@@ -41,10 +44,13 @@ class ClusterNode(Service):
         self._call_timeout = call_timeout
         self._calls = {}
         self._call_ids = itertools.count(1)
+        self._last_seen = {}
+        self._counts = {"sent": 0, "received": 0}
         self._cookie = cookie
         self._listen = listen
         self._node_host = node_host
         self._seeds = list(seeds)
+        self._dns_name = dns_name
         self._swim_config = swim_config or SwimConfig()
         self._rng = rng or random.Random()
         self._intervals = (tick_interval, interest_interval, anti_entropy_interval)
@@ -99,8 +105,11 @@ class ClusterNode(Service):
         self.store.on_change.append(self._api_changed)
         self._send_all(self.membership.join(self._reactor.seconds(), self._seeds))
         tick, interest, anti_entropy = self._intervals
-        for function, interval in ((self._tick, tick), (self._refresh_interest, interest),
-                                   (self._anti_entropy, anti_entropy)):
+        loops = [(self._tick, tick), (self._refresh_interest, interest),
+                 (self._anti_entropy, anti_entropy)]
+        if self._dns_name:
+            loops.append((self._discover, 5.0))
+        for function, interval in loops:
             loop = LoopingCall(function)
             loop.clock = self._reactor
             loop.start(interval, now=False).addErrback(
@@ -129,6 +138,39 @@ class ClusterNode(Service):
         await deferLater(self._reactor, 0.05, lambda: None)
         await self.links.stop()
 
+    # -- DNS discovery ----------------------------------------------------------
+
+    def _discover(self):
+        """Resolve ``DNS_NAME`` (in the resolver's threads, never on the reactor) and join
+        every address that is not a live member yet, on our cluster port."""
+        port = self.links.address.rpartition(":")[2]
+        found = []
+        done = defer.Deferred()
+
+        @implementer(IResolutionReceiver)
+        class Receiver:
+            def resolutionBegan(self, resolution):
+                pass
+
+            def addressResolved(self, address):
+                found.append(address.host)
+
+            def resolutionComplete(self):
+                done.callback(found)
+
+        self._reactor.nameResolver.resolveHostName(Receiver(), self._dns_name)
+        done.addCallback(lambda hosts: self._join_discovered(hosts, port) or hosts)
+        done.addErrback(lambda failure: self.log.failure("DNS discovery", failure))
+        return done
+
+    def _join_discovered(self, hosts, port):
+        known = {member.address for member in self.membership.members()
+                 if member.state in ("alive", "suspect")}
+        seeds = [f"{host}:{port}" for host in dict.fromkeys(hosts)]
+        seeds = [seed for seed in seeds if seed not in known]
+        if seeds:
+            self._send_all(self.membership.join(self._reactor.seconds(), seeds))
+
     # -- membership -----------------------------------------------------------
 
     def _tick(self):
@@ -153,20 +195,44 @@ class ClusterNode(Service):
     def members(self):
         return self.membership.members() if self.membership is not None else []
 
+    def describe(self):
+        """What ``GET /v3/cluster`` shows: this node and every member as it sees them."""
+        now = self._reactor.seconds()
+        members = []
+        for member in self.members():
+            last_seen = self._last_seen.get(member.address)
+            members.append({
+                "name": member.name, "address": member.address, "state": member.state,
+                "incarnation": member.incarnation, "boot": member.boot,
+                "self": member.name == self.node_name,
+                "last_seen_seconds_ago": None if last_seen is None else round(now - last_seen, 3),
+                "link_up": self.links.is_up(member.address) if self.links else False,
+            })
+        return {
+            "node": self.node_name,
+            "members": members,
+            "interest": {owner: sorted(types)
+                         for owner, (_, types) in self.interest.snapshot().items()},
+            "messages": dict(self._counts),
+        }
+
     # -- messages -------------------------------------------------------------
 
     def _send_all(self, outgoing):
         for address, message in outgoing:
-            self.links.send(address, message)
+            self._send(address, message)
 
     def _send(self, address, message):
+        self._counts["sent"] += 1
         self.links.send(address, message)
 
     def _broadcast(self, message):
         for member in self._peers():
-            self.links.send(member.address, message)
+            self._send(member.address, message)
 
     def _received(self, address, message):
+        self._last_seen[address] = self._reactor.seconds()
+        self._counts["received"] += 1
         kind = message.get("type")
         if kind in SWIM_TYPES:
             self._send_all(self.membership.receive(self._reactor.seconds(), address, message))
@@ -197,7 +263,7 @@ class ClusterNode(Service):
         for owner in owners:
             member = self.membership.member(owner)
             if member is not None and member.state in ("alive", "suspect"):
-                self.links.send(member.address, message)
+                self._send(member.address, message)
 
     def _on_event(self, address, message):
         try:
@@ -236,7 +302,7 @@ class ClusterNode(Service):
         self._calls[call_id] = waiting
         waiting.addTimeout(timeout or self._call_timeout, self._reactor)
         waiting.addErrback(lambda _failure: self._calls.pop(call_id, None) and None)
-        self.links.send(address, {"type": "rig.call", "id": call_id, "op": op, "args": args})
+        self._send(address, {"type": "rig.call", "id": call_id, "op": op, "args": args})
         return waiting
 
     def _on_call(self, address, message):

@@ -1,4 +1,5 @@
 """The internal API listener's resource tree (:4010): health and management."""
+import json
 from functools import partial
 
 from rig.web.apis_api import create_api, delete_api, get_api, list_apis, update_api
@@ -10,6 +11,16 @@ from rig.web.responses_api import post_response
 
 def not_found(request, **_groups):
     return respond(request, 404, b'{"errors":{"detail":"Not found"}}', JSON)
+
+
+def cluster_view(hub, request):
+    """Members with state, incarnation, address and last-seen; a lone node lists itself."""
+    remote = hub.remote
+    if remote is None:
+        view = {"node": hub.codec.node, "members": [], "interest": {}, "messages": {}}
+    else:
+        view = remote.describe()
+    return respond(request, 200, json.dumps(view).encode(), JSON)
 
 
 def health(request):
@@ -34,6 +45,7 @@ def internal_resource(hub, settings, store, correlations):
             b"DELETE": partial(delete_api, store),
         }),
         (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
+        (r"/v3/cluster", {b"GET": partial(cluster_view, hub)}),
     ]
     return Router(routes, fallback=not_found)
 
