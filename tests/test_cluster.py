@@ -70,10 +70,14 @@ async def test_blacklist_on_one_node_kills_connections_on_another(make_gateway):
     token = make_jwt({"jti": "fraud"})
     victim = await c.ws(f"?jwt={token}")
     await victim.welcome()
+    await eventually(lambda: a.service.cluster.sessions.owners_with("fraud")
+                     == [c.service.cluster.node_name], message="session map replicated")
     response = await a.request("POST", "/v3/session-blacklist", internal=True,
                                json={"sessionId": "fraud", "validityInSeconds": 60})
     assert response.code == 201
     assert await victim.close_info() == (1000, "Session killed.")
+    await eventually(lambda: a.service.cluster.sessions.owners_with("fraud") == [],
+                     message="the killed session leaves the session map")
     await eventually(lambda: "fraud" in b.hub.auth.blacklist)
     refused = await b.sse(f"?jwt={token}")
     assert refused.status == 400

@@ -100,6 +100,7 @@ class ClusterNode(Service):
         if self.correlations is not None:
             self.correlations.remote = self
         self.interest = PartitionedSets(address)
+        self.sessions = PartitionedSets(address)
         self.hub.forwarders.append(self._forward)
         self.hub.auth.blacklist.on_add(self._blacklisted)
         self.store.on_change.append(self._api_changed)
@@ -183,6 +184,7 @@ class ClusterNode(Service):
     def _member_changed(self, member):
         if member.state in ("dead", "left"):
             self.interest.drop(member.name)
+            self.sessions.drop(member.name)
             self.links.forget(member.address)
             self.log.info("Cluster member {name} is {state}", name=member.name,
                           state=member.state)
@@ -213,6 +215,8 @@ class ClusterNode(Service):
             "members": members,
             "interest": {owner: sorted(types)
                          for owner, (_, types) in self.interest.snapshot().items()},
+            "sessions": {owner: len(sessions)
+                         for owner, (_, sessions) in self.sessions.snapshot().items()},
             "messages": dict(self._counts),
         }
 
@@ -351,12 +355,20 @@ class ClusterNode(Service):
     # -- interest ---------------------------------------------------------------
 
     def _refresh_interest(self):
+        """Publish what changed in this node's partitions: event types with subscribers,
+        and sessions with live connections."""
         delta = self.interest.set_local(self.hub.index.event_types())
         if delta is not None:
             self._broadcast({"type": "rig.interest", "partitions": delta})
+        delta = self.sessions.set_local(self.hub.sessions)
+        if delta is not None:
+            self._broadcast({"type": "rig.sessions", "partitions": delta})
 
     def _on_interest(self, address, message):
         self.interest.merge(_partitions(message["partitions"]))
+
+    def _on_sessions(self, address, message):
+        self.sessions.merge(_partitions(message["partitions"]))
 
     # -- blacklist and API definitions -------------------------------------------
 
@@ -392,6 +404,7 @@ class ClusterNode(Service):
         return {
             "type": "rig.state",
             "interest": self.interest.newer_than({}),
+            "sessions": self.sessions.newer_than({}),
             "blacklist": self.hub.auth.blacklist.snapshot(),
             "apis": self.store.snapshot(),
         }
@@ -400,23 +413,27 @@ class ClusterNode(Service):
         peers = self._peers()
         if peers:
             peer = self._rng.choice(peers)
-            self._send(peer.address, {"type": "rig.digest", "interest": self.interest.digest()})
+            self._send(peer.address, {"type": "rig.digest", "interest": self.interest.digest(),
+                                      "sessions": self.sessions.digest()})
 
     def _on_digest(self, address, message):
         digest = {str(owner): int(version) for owner, version in message["interest"].items()}
-        newer = self.interest.newer_than(digest)
         state = self._full_state()
-        state["interest"] = newer
+        state["interest"] = self.interest.newer_than(digest)
+        state["sessions"] = self.sessions.newer_than(
+            {str(owner): int(version) for owner, version in message.get("sessions", {}).items()})
         self._send(address, state)
 
     def _on_state(self, address, message):
         self.interest.merge(_partitions(message["interest"]))
+        self.sessions.merge(_partitions(message.get("sessions", {})))
         self._on_blacklist(address, {"entries": message["blacklist"]})
         self._on_apis(address, {"apis": message["apis"]})
 
     _handlers = {
         "rig.event": _on_event,
         "rig.interest": _on_interest,
+        "rig.sessions": _on_sessions,
         "rig.blacklist": _on_blacklist,
         "rig.apis": _on_apis,
         "rig.digest": _on_digest,
