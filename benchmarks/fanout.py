@@ -398,6 +398,7 @@ class Subscriber(Conn):
         "req",
         "sample",
         "state",
+        "target_addr",
     )
 
     # states
@@ -1068,18 +1069,31 @@ class Bench:
         main_q = subscription_query([{"eventType": self.etype}])
         ws_path = base + "ws?subscriptions=" + main_q
         sse_path = base + "sse?subscriptions=" + main_q
+        targets = [(self.addr, self.host_header)]
+        if a.subscribe_url:
+            targets = []
+            for text in a.subscribe_url.split(","):
+                url = urllib.parse.urlsplit(text.strip())
+                host, port = url.hostname or "127.0.0.1", url.port or 80
+                targets.append(((socket.gethostbyname(host), port), f"{host}:{port}"))
         idx = 0
         for _ in range(a.ws):
-            self.subs.append(WSSubscriber(
+            addr, host_header = targets[idx % len(targets)]
+            sub = WSSubscriber(
                 self.sel, self.groups["ws"], self.lat,
-                ws_request(self.host_header, ws_path), sample, idx % sample,
-                self.sub_state))
+                ws_request(host_header, ws_path), sample, idx % sample,
+                self.sub_state)
+            sub.target_addr = addr
+            self.subs.append(sub)
             idx += 1
         for _ in range(a.sse):
-            self.subs.append(SSESubscriber(
+            addr, host_header = targets[idx % len(targets)]
+            sub = SSESubscriber(
                 self.sel, self.groups["sse"], self.lat,
-                sse_request(self.host_header, sse_path), sample, idx % sample,
-                self.sub_state, et))
+                sse_request(host_header, sse_path), sample, idx % sample,
+                self.sub_state, et)
+            sub.target_addr = addr
+            self.subs.append(sub)
             idx += 1
         for i in range(a.extra):
             q = subscription_query(extra_subscriptions(i, self.etype))
@@ -1106,7 +1120,7 @@ class Bench:
             while pending and self.inflight_handshakes < a.connect_concurrency:
                 s = pending.pop()
                 self.inflight_handshakes += 1
-                s.start_connect(self.addr)
+                s.start_connect(getattr(s, "target_addr", self.addr))
             if not pending and self.inflight_handshakes <= 0:
                 return True
             sel.dispatch(0.05)
@@ -1473,6 +1487,9 @@ def parse_args(argv=None):
         description="Fan-out load generator for the Reactive Interaction Gateway")
     p.add_argument("--url", default="http://127.0.0.1:4000",
                    help="gateway inbound base URL (default %(default)s)")
+    p.add_argument("--subscribe-url", default="",
+                   help="comma-separated gateway URLs the subscribers are spread over "
+                        "(round robin; default: --url) -- e.g. the nodes of a cluster")
     p.add_argument("--ws", type=int, default=0, help="WebSocket subscribers")
     p.add_argument("--sse", type=int, default=0, help="SSE subscribers")
     p.add_argument("--extra", type=int, default=0,
