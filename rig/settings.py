@@ -5,7 +5,6 @@ with one line naming the variable, instead of failing later inside a service.
 Services receive a :class:`Settings`, never ``os.environ``.
 """
 
-import json
 import math
 import os
 import re
@@ -15,6 +14,7 @@ from collections.abc import Callable
 import attrs
 
 from rig.auth.jwt import ALGORITHMS, load_key
+from rig.jsonsource import load_path_or_json
 from rig.logs import parse_format, parse_level
 from rig.proxy.definitions import validate, with_defaults
 from rig.subscriptions.extractors import ExtractorConfig, parse_extractors
@@ -280,17 +280,7 @@ def _proxy_config(value):
     if isinstance(value, tuple):
         return value
     if isinstance(value, str):
-        text = value.strip()
-        if not text.startswith(("[", "{")) and os.path.isfile(text):
-            try:
-                with open(text, encoding="utf-8") as config_file:
-                    text = config_file.read()
-            except (OSError, UnicodeDecodeError) as error:
-                raise ValueError(f"cannot read {value!r}: {error}") from None
-        try:
-            value = json.loads(text)
-        except ValueError as error:
-            raise ValueError(f"neither a readable file nor valid JSON: {error}") from None
+        value = load_path_or_json(value)
     if not isinstance(value, list):
         raise ValueError("must be a JSON array of API definitions")
     seen = set()

@@ -4,11 +4,9 @@ For each event type, a field name maps to a JSON pointer into the event (and
 optionally one into JWT claims). ``stable_field_index`` orders the fields like
 protobuf field numbers: unique per event type, never reused.
 """
-import json
-import os
-
 import attrs
 
+from rig.jsonsource import load_path_or_json
 from rig.subscriptions.pointer import parse_pointer
 
 
@@ -41,7 +39,7 @@ def parse_extractors(value):
     if value is None or value == "":
         return ExtractorConfig()
     if isinstance(value, str):
-        value = _load_text(value)
+        value = load_path_or_json(value)
     if not isinstance(value, dict):
         raise ValueError("the extractor config must be a JSON object keyed by event type")
     by_type = {}
@@ -59,20 +57,6 @@ def parse_extractors(value):
             seen[field.index] = field.name
         by_type[event_type] = tuple(sorted(parsed, key=lambda field: field.index))
     return ExtractorConfig(by_type)
-
-
-def _load_text(text):
-    stripped = text.strip()
-    if not stripped.startswith(("{", "[")) and os.path.isfile(stripped):
-        try:
-            with open(stripped, encoding="utf-8") as config_file:
-                text = config_file.read()
-        except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"cannot read extractor file {stripped!r}: {error}") from None
-    try:
-        return json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"neither a readable file nor valid JSON: {error}") from None
 
 
 def _parse_field(event_type, name, spec):
