@@ -227,3 +227,17 @@ async def test_dns_discovery_resolves_without_blocking_and_joins_what_it_finds(m
     a_port = a.service.cluster.links.address.rpartition(":")[2]
     node._join_discovered(["127.0.0.1"], a_port)
     await eventually(lambda: len([m for m in node.members() if m.state == "alive"]) == 2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_anti_entropy_sends_only_what_differs_and_repairs_lost_deltas(make_gateway):
+    a, b, _c = await three_nodes(make_gateway)
+    node_a, node_b = a.service.cluster, b.service.cluster
+    # a blacklist entry and an API definition that b never heard of (their deltas were lost)
+    a.hub.auth.blacklist._expiry["lost-delta"] = reactor.seconds() + 60
+    in_sync = node_b._what_differs(node_a._digest())
+    assert "blacklist" in in_sync and "apis" not in in_sync
+    node_b._send(node_a.links.address, {"type": "rig.digest", **node_b._digest()})
+    await eventually(lambda: "lost-delta" in b.hub.auth.blacklist, message="repaired on b")
+    assert node_b._what_differs(node_a._digest()) == {
+        "type": "rig.state", "interest": {}, "sessions": {}}

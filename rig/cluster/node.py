@@ -13,6 +13,7 @@
 import base64
 import hashlib
 import itertools
+import json
 import random
 
 from twisted.application.service import Service
@@ -409,26 +410,53 @@ class ClusterNode(Service):
             "apis": self.store.snapshot(),
         }
 
+    def _digest(self):
+        """Versions per partition owner, and a hash of each replicated map."""
+        return {
+            "interest": self.interest.digest(),
+            "sessions": self.sessions.digest(),
+            "blacklist": _hash(self.hub.auth.blacklist.snapshot()),
+            "apis": _hash(self.store.snapshot()),
+        }
+
+    def _what_differs(self, digest):
+        """The state a replica with *digest* lacks: push-pull's second half."""
+        state = {
+            "type": "rig.state",
+            "interest": self.interest.newer_than(_versions(digest.get("interest", {}))),
+            "sessions": self.sessions.newer_than(_versions(digest.get("sessions", {}))),
+        }
+        blacklist = self.hub.auth.blacklist.snapshot()
+        if digest.get("blacklist") != _hash(blacklist):
+            state["blacklist"] = blacklist
+        apis = self.store.snapshot()
+        if digest.get("apis") != _hash(apis):
+            state["apis"] = apis
+        return state
+
     def _anti_entropy(self):
+        """Push-pull with one random peer: digest first, then only what differs."""
         peers = self._peers()
         if peers:
             peer = self._rng.choice(peers)
-            self._send(peer.address, {"type": "rig.digest", "interest": self.interest.digest(),
-                                      "sessions": self.sessions.digest()})
+            self._send(peer.address, {"type": "rig.digest", **self._digest()})
 
     def _on_digest(self, address, message):
-        digest = {str(owner): int(version) for owner, version in message["interest"].items()}
-        state = self._full_state()
-        state["interest"] = self.interest.newer_than(digest)
-        state["sessions"] = self.sessions.newer_than(
-            {str(owner): int(version) for owner, version in message.get("sessions", {}).items()})
+        state = self._what_differs(message)
+        state["digest"] = self._digest()  # so the asker can send back what we lack
         self._send(address, state)
 
     def _on_state(self, address, message):
-        self.interest.merge(_partitions(message["interest"]))
+        self.interest.merge(_partitions(message.get("interest", {})))
         self.sessions.merge(_partitions(message.get("sessions", {})))
-        self._on_blacklist(address, {"entries": message["blacklist"]})
-        self._on_apis(address, {"apis": message["apis"]})
+        if "blacklist" in message:
+            self._on_blacklist(address, {"entries": message["blacklist"]})
+        if "apis" in message:
+            self._on_apis(address, {"apis": message["apis"]})
+        if "digest" in message:
+            reply = self._what_differs(message["digest"])
+            if reply["interest"] or reply["sessions"] or "blacklist" in reply or "apis" in reply:
+                self._send(address, reply)
 
     _handlers = {
         "rig.event": _on_event,
@@ -446,6 +474,14 @@ class ClusterNode(Service):
 def token_boot(boot):
     """The 8 bytes of a member's boot id that its tokens carry."""
     return hashlib.sha256(boot.encode("utf-8")).digest()[:8]
+
+
+def _hash(mapping):
+    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()
+
+
+def _versions(raw):
+    return {str(owner): int(version) for owner, version in raw.items()}
 
 
 def _partitions(raw):
