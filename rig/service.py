@@ -129,6 +129,7 @@ class RigService(MultiService):
                 listen=settings.cluster_listen, node_host=settings.node_host,
                 seeds=settings.cluster_seeds, swim_config=swim_config,
                 dns_name=settings.dns_name if settings.discovery_type == "dns" else None,
+                tls_ca=settings.cluster_tls_ca,
                 correlations=correlations,
             )
             service.cluster.setName("cluster")

@@ -67,6 +67,7 @@ class Settings:
     request_log: tuple = ()
     cluster_listen: str | None = None
     cluster_seeds: tuple = ()
+    cluster_tls_ca: str | None = None
     discovery_type: str | None = None
     dns_name: str = "localhost"
 
@@ -259,6 +260,13 @@ def _seeds(value):
     return tuple(seeds)
 
 
+def _readable_file(value):
+    path = _text(value)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file {path!r}")
+    return path
+
+
 def _discovery(value):
     text = _text(value).lower()
     if text != "dns":
@@ -356,6 +364,7 @@ _SPECS = (
     _spec("request_log", "REQUEST_LOG", _request_log),
     _spec("cluster_listen", "CLUSTER_PORT", _listener),
     _spec("cluster_seeds", "CLUSTER_SEEDS", _seeds),
+    _spec("cluster_tls_ca", "CLUSTER_TLS_CA", _readable_file),
     _spec("discovery_type", "DISCOVERY_TYPE", _discovery),
     _spec("dns_name", "DNS_NAME", _text),
 )

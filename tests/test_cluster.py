@@ -241,3 +241,100 @@ async def test_anti_entropy_sends_only_what_differs_and_repairs_lost_deltas(make
     await eventually(lambda: "lost-delta" in b.hub.auth.blacklist, message="repaired on b")
     assert node_b._what_differs(node_a._digest()) == {
         "type": "rig.state", "interest": {}, "sessions": {}}
+
+
+def self_signed(tmp_path):
+    """A key and a certificate for 127.0.0.1 (the test's own CA, for the TLS cluster)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return str(key_path), str(cert_path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_between_nodes(make_gateway, tmp_path):
+    key, cert = self_signed(tmp_path)
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+
+    def tls_node(seeds=(), ca=cert):
+        return make_gateway(cluster_listen=listen, cluster_tls_ca=ca, node_cookie=COOKIE,
+                            cluster_seeds=tuple(seeds), swim_config=FAST)
+
+    a = tls_node()
+    await eventually(lambda: a.service.cluster.membership is not None)
+    b = tls_node([a.service.cluster.links.address])
+    await eventually(lambda: len([m for m in a.service.cluster.members()
+                                  if m.state == "alive"]) == 2, message="TLS cluster")
+    on_b = await b.ws("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    await on_b.welcome()
+    await eventually(lambda: b.service.cluster.node_name
+                     in a.service.cluster.interest.owners_with("greeting"))
+    await a.publish(greeting("x", "over-tls"))
+    assert (await on_b.next_event())["id"] == "over-tls"
+    plain = make_gateway(cluster_listen="tcp:0:interface=127.0.0.1", node_cookie=COOKIE,
+                         cluster_seeds=(a.service.cluster.links.address,), swim_config=FAST)
+    await deferLater(reactor, 1.0)  # a plain-TCP node cannot talk to the TLS listener
+    assert len(plain.service.cluster.members()) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_healed_partition_converges(make_gateway):
+    a, b, c = await three_nodes(make_gateway)
+    cut = {"on": True}
+    node_a = a.service.cluster
+    others = {b.service.cluster.links.address, c.service.cluster.links.address}
+    real_send, real_received = node_a.links.send, node_a._received
+
+    def send(address, message):
+        if not (cut["on"] and address in others):
+            real_send(address, message)
+
+    def received(address, message):
+        if not (cut["on"] and address in others):
+            real_received(address, message)
+
+    node_a.links.send, node_a.links.on_message = send, received
+    await eventually(lambda: b.service.cluster.membership.member(node_a.node_name).state
+                     in ("dead", "suspect"), 15, "a cut off from b")
+    # both sides change state while apart
+    await a.request("POST", "/v3/session-blacklist", internal=True,
+                    json={"sessionId": "during-partition", "validityInSeconds": 600})
+    definition = {"id": "apart", "name": "apart",
+                  "proxy": {"target_url": "127.0.0.1", "port": 9},
+                  "version_data": {"default": {"endpoints": [
+                      {"id": "e", "method": "GET", "path_regex": "/apart"}]}}}
+    await c.request("POST", "/v3/apis", internal=True, json=definition)
+    cut["on"] = False
+
+    def converged():
+        nodes = [a, b, c]
+        alive = all(len([m for m in n.service.cluster.members() if m.state == "alive"]) == 3
+                    for n in nodes)
+        blacklisted = all("during-partition" in n.hub.auth.blacklist for n in nodes)
+        apis = all(n.service.store.get("apart") is not None for n in nodes)
+        return alive and blacklisted and apis
+
+    await eventually(converged, 20, "convergence after the partition heals")

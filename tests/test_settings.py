@@ -49,6 +49,7 @@ def test_env_names():
         "REQUEST_LOG",
         "CLUSTER_PORT",
         "CLUSTER_SEEDS",
+        "CLUSTER_TLS_CA",
         "DISCOVERY_TYPE",
         "DNS_NAME",
         "INBOUND_PORT",

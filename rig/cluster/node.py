@@ -35,7 +35,8 @@ class ClusterNode(Service):
     log = Logger()
 
     def __init__(self, reactor, hub, store, *, cookie, listen, node_host, seeds=(),
-                 dns_name=None, correlations=None, swim_config=None, tick_interval=0.1,
+                 dns_name=None, tls_ca=None, correlations=None, swim_config=None,
+                 tick_interval=0.1,
                  interest_interval=0.5, anti_entropy_interval=5.0, call_timeout=5.0,
                  rng=None):
         self._reactor = reactor
@@ -52,6 +53,13 @@ class ClusterNode(Service):
         self._node_host = node_host
         self._seeds = list(seeds)
         self._dns_name = dns_name
+        self._tls_ca = tls_ca
+        self._tls_trust = None
+        if tls_ca:  # read once, at build time, not on the reactor per connection
+            from twisted.internet.ssl import Certificate
+
+            with open(tls_ca, "rb") as ca_file:
+                self._tls_trust = Certificate.loadPEM(ca_file.read())
         self._swim_config = swim_config or SwimConfig()
         self._rng = rng or random.Random()
         self._intervals = (tick_interval, interest_interval, anti_entropy_interval)
@@ -73,11 +81,23 @@ class ClusterNode(Service):
             self._reactor, node_name=self._advertised() or "rig", cookie=self._cookie,
             listen=self._listen, advertise=self._advertised(),
             on_message=self._received, on_link_down=self._link_down,
+            client_endpoint=self._tls_endpoint if self._tls_ca else None,
         )
         starting = self.links.start()
         starting.addCallback(self._listening)
         starting.addErrback(lambda failure: self.log.failure("cluster start failed", failure))
         return starting
+
+    def _tls_endpoint(self, address):
+        """Connect to a peer over TLS, trusting only ``CLUSTER_TLS_CA`` and checking
+        that the peer's certificate names the address it is reached at."""
+        from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+        from twisted.internet.ssl import optionsForClientTLS
+
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        return wrapClientTLS(optionsForClientTLS(host, trustRoot=self._tls_trust),
+                             HostnameEndpoint(self._reactor, host, int(port)))
 
     def _advertised(self):
         """``NODE_HOST:port`` when the listener names its port; else the bound address."""
