@@ -28,7 +28,12 @@ echo "== one node: 1000 WS on A, saturation"
 run --ws 1000 --max --duration 10 --label one-node
 echo "== two nodes: 500 WS on A + 500 WS on B, saturation"
 run --ws 1000 --subscribe-url http://127.0.0.1:4500,http://127.0.0.1:4600 --max --duration 10 --label two-nodes
+# For the hop, B (which does the delivering) keeps CPU 1 to itself: the generator
+# shares CPU 0 with A, which only parses the POST and forwards one message.
 echo "== cross-node hop: 1000 WS on B only, published on A, 50 events/s"
-run --ws 1000 --subscribe-url http://127.0.0.1:4600 --rate 50 --duration 15 --label cross-node
-echo "== same node: 1000 WS on A, published on A, 50 events/s"
-run --ws 1000 --rate 50 --duration 15 --label same-node
+taskset -c 0 "$BIN/python" "$HERE/fanout.py" --url http://127.0.0.1:4500 --gateway-pid "$b" \
+    --ws 1000 --subscribe-url http://127.0.0.1:4600 --rate 50 --duration 15 --label cross-node \
+    --quiet | tail -9
+echo "== same node, same placement: 1000 WS on B, published on B, 50 events/s"
+taskset -c 0 "$BIN/python" "$HERE/fanout.py" --url http://127.0.0.1:4600 --gateway-pid "$b" \
+    --ws 1000 --rate 50 --duration 15 --label same-node --quiet | tail -9
