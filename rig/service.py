@@ -17,6 +17,7 @@ from rig.proxy.forward import Forwarder
 from rig.proxy.gateway import Proxy
 from rig.proxy.pool import proxy_agent
 from rig.proxy.store import ApiStore
+from rig.streams.source import RedisSource
 from rig.web.inbound import inbound_site
 from rig.web.internal import internal_site
 
@@ -122,6 +123,13 @@ class RigService(MultiService):
             async_timeout=settings.proxy_http_async_response_timeout,
         )
         service.store = store
+        service.redis = None
+        if settings.redis_url is not None:
+            service.redis = RedisSource(
+                reactor, hub, settings.redis_url, streams=settings.redis_source_streams,
+                group=settings.redis_consumer_group)
+            service.redis.setName("redis")
+            service.redis.setServiceParent(service)
         service.cluster = None
         if settings.cluster_listen:
             service.cluster = ClusterNode(

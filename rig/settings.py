@@ -17,6 +17,7 @@ from rig.auth.jwt import ALGORITHMS, load_key
 from rig.jsonsource import load_path_or_json
 from rig.logs import parse_format, parse_level
 from rig.proxy.definitions import validate, with_defaults
+from rig.streams.source import parse_redis_url
 from rig.subscriptions.extractors import ExtractorConfig, parse_extractors
 from rig.subscriptions.pointer import parse_pointer
 
@@ -68,6 +69,9 @@ class Settings:
     cluster_listen: str | None = None
     cluster_seeds: tuple = ()
     cluster_tls_ca: str | None = None
+    redis_url: object = None  # a RedisAddress, or None: Redis is optional
+    redis_source_streams: tuple = ("rig",)
+    redis_consumer_group: str = "rig"
     discovery_type: str | None = None
     dns_name: str = "localhost"
 
@@ -260,6 +264,18 @@ def _seeds(value):
     return tuple(seeds)
 
 
+def _redis_url(value):
+    return parse_redis_url(_text(value))
+
+
+def _names(value):
+    items = value if isinstance(value, list) else str(value).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    if not names:
+        raise ValueError("must name at least one stream")
+    return names
+
+
 def _readable_file(value):
     path = _text(value)
     if not os.path.isfile(path):
@@ -365,6 +381,9 @@ _SPECS = (
     _spec("cluster_listen", "CLUSTER_PORT", _listener),
     _spec("cluster_seeds", "CLUSTER_SEEDS", _seeds),
     _spec("cluster_tls_ca", "CLUSTER_TLS_CA", _readable_file),
+    _spec("redis_url", "REDIS_URL", _redis_url),
+    _spec("redis_source_streams", "REDIS_SOURCE_STREAMS", _names),
+    _spec("redis_consumer_group", "REDIS_CONSUMER_GROUP", _text),
     _spec("discovery_type", "DISCOVERY_TYPE", _discovery),
     _spec("dns_name", "DNS_NAME", _text),
 )

@@ -38,3 +38,14 @@ async def stub_server():
     yield make
     for server in started:
         await server.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def redis_server(tmp_path):
+    """A real redis-server on a free loopback port, with no persistence (issue 6)."""
+    from tests.support import RedisServer
+
+    server = RedisServer(str(tmp_path))
+    await server.start()
+    yield server
+    server.stop()

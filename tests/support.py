@@ -359,3 +359,55 @@ class StubServer:
             if not request.finished and request.channel is not None:
                 request.channel.transport.abortConnection()
         await defer.maybeDeferred(self.port.stopListening)
+
+
+class RedisServer:
+    """Runs ``redis-server`` on a free port; can be killed and restarted on the same port."""
+
+    def __init__(self, workdir):
+        import socket
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.workdir = workdir
+        self.process = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self):
+        import shutil
+        import subprocess
+
+        executable = shutil.which("redis-server")
+        assert executable, "redis-server is not installed (.ci/run installs it)"
+        self.process = subprocess.Popen(
+            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.workdir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                client = await self.client()
+            except Exception:
+                from twisted.internet.task import deferLater
+
+                await deferLater(reactor, 0.05, lambda: None)
+                continue
+            await client.disconnect()
+            return
+        raise AssertionError("redis-server did not start")
+
+    async def client(self):
+        import txredisapi
+
+        return await txredisapi.Connection("127.0.0.1", self.port, reconnect=False,
+                                           convertNumbers=False, connectTimeout=2)
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None

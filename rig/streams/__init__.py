@@ -1,0 +1,1 @@
+"""Redis Streams: consume CloudEvents from backends (and, later, proxy requests)."""

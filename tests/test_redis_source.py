@@ -1,0 +1,130 @@
+"""Consuming CloudEvents from Redis streams, against a real redis-server (issue 6)."""
+import json
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from rig.streams.source import parse_redis_url
+from tests.support import greeting, subs_query
+
+ALL = "?subscriptions=" + subs_query([{"eventType": "greeting"}])
+
+
+async def eventually(predicate, seconds=10.0, what="condition"):
+    for _ in range(int(seconds / 0.05)):
+        if await predicate():
+            return
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"{what} not reached within {seconds} s")
+
+
+async def redis_gateway(make_gateway, redis_server, **overrides):
+    gateway = make_gateway(redis_url=parse_redis_url(redis_server.url), **overrides)
+    source = gateway.service.redis
+
+    async def ready():
+        return source.healthy
+
+    await eventually(ready, what="consumer connected")
+    return gateway, source
+
+
+def test_redis_urls():
+    address = parse_redis_url("rediss://:s%40cret@cache.internal:6380/3")
+    assert (address.host, address.port, address.db, address.password, address.tls) == (
+        "cache.internal", 6380, 3, "s@cret", True)
+    assert parse_redis_url("redis://localhost").port == 6379
+    for bad in ("http://x", "redis://host:port", "redis://host/db"):
+        try:
+            parse_redis_url(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_reach_subscribers_and_are_acknowledged(make_gateway, redis_server):
+    gateway, source = await redis_gateway(make_gateway, redis_server)
+    client = await gateway.ws(ALL)
+    await client.welcome()
+    redis = await redis_server.client()
+    try:
+        await redis.execute_command("XADD", "rig", "*", "event",
+                                    json.dumps(greeting("r", "from-redis")))
+        await redis.execute_command(
+            "XADD", "rig", "*", "ce_specversion", "1.0", "ce_type", "greeting",
+            "ce_source", "s", "ce_id", "binary", "content-type", "application/json",
+            "data", '{"name":"b"}')
+        assert (await client.next_event())["id"] == "from-redis"
+        event = await client.next_event()
+        assert (event["id"], event["data"]) == ("binary", {"name": "b"})
+
+        async def all_acknowledged():
+            pending = await redis.execute_command("XPENDING", "rig", "rig")
+            return int(pending[0]) == 0
+
+        await eventually(all_acknowledged, what="acknowledged")
+        assert source.counts["consumed"] == 2
+    finally:
+        await redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_entries_are_acknowledged_logged_and_counted(make_gateway, redis_server):
+    gateway, source = await redis_gateway(make_gateway, redis_server)
+    client = await gateway.ws(ALL)
+    await client.welcome()
+    redis = await redis_server.client()
+    try:
+        await redis.execute_command("XADD", "rig", "*", "event", "{not json")
+        await redis.execute_command("XADD", "rig", "*", "something", "else")
+        await redis.execute_command("XADD", "rig", "*", "event",
+                                    json.dumps({"specversion": "1.0", "type": "greeting"}))
+        await redis.execute_command("XADD", "rig", "*", "event",
+                                    json.dumps(greeting("r", "good-one")))
+        assert (await client.next_event())["id"] == "good-one"
+        assert source.counts["invalid"] == 3
+
+        async def none_pending():
+            return int((await redis.execute_command("XPENDING", "rig", "rig"))[0]) == 0
+
+        await eventually(none_pending, what="bad entries acknowledged")
+    finally:
+        await redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_restart_mid_stream(make_gateway, redis_server):
+    gateway, source = await redis_gateway(make_gateway, redis_server)
+    client = await gateway.ws(ALL)
+    await client.welcome()
+    redis_server.stop()
+
+    async def degraded():
+        return not source.healthy
+
+    await eventually(degraded, what="consumer notices Redis is gone")
+    health = await gateway.request("GET", "/health", internal=True)
+    assert health.code == 200  # the gateway keeps serving without Redis
+    await redis_server.start()
+
+    async def healthy():
+        return source.healthy
+
+    await eventually(healthy, 20, "consumer reconnected")
+    redis = await redis_server.client()
+    try:
+        await redis.execute_command("XADD", "rig", "*", "event",
+                                    json.dumps(greeting("r", "after-restart")))
+        assert (await client.next_event())["id"] == "after-restart"
+    finally:
+        await redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_down_at_start_does_not_stop_the_gateway(make_gateway):
+    gateway = make_gateway(redis_url=parse_redis_url("redis://127.0.0.1:9/0"))
+    response = await gateway.request("GET", "/health", internal=True)
+    assert response.code == 200
+    assert gateway.service.redis.healthy is False
