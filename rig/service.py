@@ -16,6 +16,7 @@ from rig.proxy.correlation import Correlations
 from rig.proxy.forward import Forwarder
 from rig.proxy.gateway import Proxy
 from rig.proxy.pool import proxy_agent
+from rig.proxy.redis_target import RedisTarget
 from rig.proxy.store import ApiStore
 from rig.streams.source import RedisSource
 from rig.web.inbound import inbound_site
@@ -127,7 +128,12 @@ class RigService(MultiService):
         if settings.redis_url is not None:
             service.redis = RedisSource(
                 reactor, hub, settings.redis_url, streams=settings.redis_source_streams,
-                group=settings.redis_consumer_group)
+                group=settings.redis_consumer_group,
+                response_stream=settings.proxy_redis_response_stream,
+                correlations=correlations)
+            proxy.redis_target = RedisTarget(
+                service.redis, correlations, cors_headers=proxy._cors_headers,
+                timeout=settings.proxy_redis_response_timeout)
             service.redis.setName("redis")
             service.redis.setServiceParent(service)
         service.cluster = None

@@ -72,6 +72,8 @@ class Settings:
     redis_url: object = None  # a RedisAddress, or None: Redis is optional
     redis_source_streams: tuple = ("rig",)
     redis_consumer_group: str = "rig"
+    proxy_redis_response_stream: str = "rig-proxy-response"
+    proxy_redis_response_timeout: float = 5.0
     discovery_type: str | None = None
     dns_name: str = "localhost"
 
@@ -384,6 +386,8 @@ _SPECS = (
     _spec("redis_url", "REDIS_URL", _redis_url),
     _spec("redis_source_streams", "REDIS_SOURCE_STREAMS", _names),
     _spec("redis_consumer_group", "REDIS_CONSUMER_GROUP", _text),
+    _spec("proxy_redis_response_stream", "PROXY_REDIS_RESPONSE_STREAM", _text),
+    _spec("proxy_redis_response_timeout", "PROXY_REDIS_RESPONSE_TIMEOUT", *_milliseconds()),
     _spec("discovery_type", "DISCOVERY_TYPE", _discovery),
     _spec("dns_name", "DNS_NAME", _text),
 )

@@ -128,3 +128,69 @@ async def test_redis_down_at_start_does_not_stop_the_gateway(make_gateway):
     response = await gateway.request("GET", "/health", internal=True)
     assert response.code == 200
     assert gateway.service.redis.healthy is False
+
+
+def redis_api(target_stream, **endpoint):
+    return {"id": "jobs", "name": "jobs", "proxy": {"target_url": "unused", "port": 1},
+            "version_data": {"default": {"endpoints": [
+                {"id": "submit", "method": "POST", "path_regex": "/jobs", "target": "redis",
+                 "topic": target_stream, **endpoint}]}}}
+
+
+JOB = {"specversion": "1.0", "type": "job.requested", "source": "client", "id": "j1",
+       "rig": {"target_partition": "replaced"}, "data": {"n": 1}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxy_redis_target_publishes_the_request_as_a_cloudevent(make_gateway,
+                                                                       redis_server):
+    gateway, _source = await redis_gateway(make_gateway, redis_server,
+                                           proxy_config=(redis_api("jobs"),))
+    response = await gateway.request("POST", "/jobs?x=1", json=JOB)
+    assert (response.code, await response.text()) == (202, "Accepted.")
+    redis = await redis_server.client()
+    try:
+        entries = await redis.execute_command("XRANGE", "jobs", "-", "+")
+        (_entry_id, fields), = entries
+        event = json.loads(dict(zip(fields[::2], fields[1::2], strict=False))["event"])
+        assert event["data"] == {"n": 1} and event["id"] == "j1"
+        assert event["rig"]["method"] == "POST" and event["rig"]["query"] == "x=1"
+        assert "correlation" not in event["rig"] and "target_partition" not in event["rig"]
+    finally:
+        await redis.disconnect()
+    response = await gateway.request("POST", "/jobs", data=b"not json",
+                                     headers={"content-type": "application/json"})
+    assert response.code == 400
+    response = await gateway.request("POST", "/jobs", json={"no": "specversion"})
+    assert response.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxy_waits_for_a_correlated_redis_response_or_times_out(make_gateway,
+                                                                       redis_server):
+    gateway, _source = await redis_gateway(
+        make_gateway, redis_server, proxy_config=(redis_api("jobs", response_from="redis"),),
+        proxy_redis_response_timeout=1.0)
+    redis = await redis_server.client()
+    try:
+        waiting = gateway.request("POST", "/jobs", json=JOB)
+
+        async def published():
+            return bool(await redis.execute_command("XRANGE", "jobs", "-", "+"))
+
+        await eventually(published, what="request published")
+        (_entry_id, fields), = await redis.execute_command("XRANGE", "jobs", "-", "+")
+        correlation = json.loads(dict(zip(fields[::2], fields[1::2], strict=False))["event"])[
+            "rig"]["correlation"]
+        await redis.execute_command(
+            "XADD", "rig-proxy-response", "*", "rig-correlation", correlation,
+            "rig-response-code", "201", "content-type", "application/json;charset=utf-8",
+            "body", '{"job":"done"}')
+        answer = await waiting
+        assert answer.code == 201
+        assert await answer.text() == '{"job":"done"}'
+        assert answer.headers.getRawHeaders("content-type") == ["application/json;charset=utf-8"]
+        timed_out = await gateway.request("POST", "/jobs", json=JOB)
+        assert timed_out.code == 504
+    finally:
+        await redis.disconnect()

@@ -53,6 +53,8 @@ def test_env_names():
         "REDIS_URL",
         "REDIS_SOURCE_STREAMS",
         "REDIS_CONSUMER_GROUP",
+        "PROXY_REDIS_RESPONSE_STREAM",
+        "PROXY_REDIS_RESPONSE_TIMEOUT",
         "DISCOVERY_TYPE",
         "DNS_NAME",
         "INBOUND_PORT",

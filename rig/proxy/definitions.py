@@ -12,8 +12,8 @@ import attrs
 
 TARGETS = ("http", "kafka", "kinesis", "nats", "redis")
 RESPONSE_FROM = ("http", "kafka", "http_async", "kinesis", "nats", "redis")
-SUPPORTED_TARGETS = ("http",)
-SUPPORTED_RESPONSE_FROM = ("http", "http_async")
+SUPPORTED_TARGETS = ("http", "redis")
+SUPPORTED_RESPONSE_FROM = ("http", "http_async", "redis")
 _DEFAULT_AUTH = {"use_header": False, "header_name": "", "use_query": False, "query_name": ""}
 
 

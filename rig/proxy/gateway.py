@@ -24,7 +24,7 @@ class Proxy:
     log = Logger()
 
     def __init__(self, *, store, forwarder, correlations, validator, cors, request_log,
-                 async_timeout):
+                 async_timeout, redis_target=None):
         self._store = store
         self._forwarder = forwarder
         self._correlations = correlations
@@ -32,6 +32,7 @@ class Proxy:
         self._cors = cors
         self._request_log = request_log
         self._async_timeout = async_timeout
+        self.redis_target = redis_target
 
     def match(self, method, path):
         """The first route for *method* and *path*, in API then endpoint order (HEAD as GET)."""
@@ -60,7 +61,12 @@ class Proxy:
                 path_regex=route.endpoint["path_regex"],
                 target_url=route.api["proxy"]["target_url"], request_path=path,
             )
-        if route.endpoint.get("response_from") == "http_async":
+        if route.endpoint.get("target") == "redis":
+            if self.redis_target is None:
+                return respond(request, 503, "Redis is not configured (REDIS_URL).")
+            return await self.redis_target.handle(request, route)
+        if route.endpoint.get("response_from") in ("http_async", "redis"):
+            # the answer comes later, from /v3/responses or the Redis response stream
             return await self._forward_and_wait(request, route)
         return await self._forwarder.forward(request, route)
 
@@ -99,9 +105,9 @@ class Proxy:
             return True
         return False
 
-    def _cors_headers(self):
+    def _cors_headers(self, allow_headers=b"content-type"):
         return [
             (b"access-control-allow-origin", self._cors),
             (b"access-control-allow-methods", b"*"),
-            (b"access-control-allow-headers", b"content-type"),
+            (b"access-control-allow-headers", allow_headers),
         ]

@@ -8,6 +8,7 @@ acknowledged, never retried forever. Entries left pending by a consumer that
 died are claimed after ``claim_idle`` seconds. If Redis is down, the reader
 retries with backoff and resumes from the group's position.
 """
+import base64
 import json
 import os
 from urllib.parse import unquote, urlsplit
@@ -66,11 +67,14 @@ class RedisSource(Service):
     log = Logger()
 
     def __init__(self, reactor, hub, address, *, streams=("rig",), group="rig", consumer=None,
-                 block_ms=1000, batch=100, claim_idle=30.0, retry_policy=None):
+                 response_stream=None, correlations=None, block_ms=1000, batch=100,
+                 claim_idle=30.0, retry_policy=None):
         self._reactor = reactor
         self.hub = hub
         self.address = address
-        self.streams = tuple(streams)
+        self.response_stream = response_stream
+        self.correlations = correlations
+        self.streams = tuple(streams) + ((response_stream,) if response_stream else ())
         self.group = group
         self.consumer = consumer or f"rig-{os.getpid()}-{os.urandom(3).hex()}"
         self._block_ms = block_ms
@@ -78,6 +82,7 @@ class RedisSource(Service):
         self._claim_idle = claim_idle
         self._retry = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0)
         self._connection = None
+        self._producer = None  # XADD must not wait behind the blocking XREADGROUP
         self._loop = None
         self._sleeping = None
         self.healthy = False
@@ -92,10 +97,19 @@ class RedisSource(Service):
         super().stopService()
         if self._sleeping is not None:
             self._sleeping.cancel()
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            return connection.disconnect()
-        return None
+        closing = []
+        for name in ("_connection", "_producer"):
+            connection = getattr(self, name)
+            setattr(self, name, None)
+            if connection is not None:
+                closing.append(connection.disconnect())
+        return defer.gatherResults(closing, consumeErrors=True) if closing else None
+
+    def add(self, stream, event_json):
+        """Add a structured-mode entry to *stream* (the proxy's ``redis`` target)."""
+        if self._producer is None:
+            return defer.fail(ConnectionError("not connected to Redis"))
+        return self._producer.execute_command("XADD", stream, "*", "event", event_json)
 
     async def _run(self):
         attempt = 0
@@ -121,13 +135,21 @@ class RedisSource(Service):
                     self._sleeping = None
 
     async def _connect(self):
-        if self._connection is not None:
-            await self._connection.disconnect()
+        for name in ("_connection", "_producer"):
+            old = getattr(self, name)
+            setattr(self, name, None)
+            if old is not None:
+                await old.disconnect()
         address = self.address
-        self._connection = await txredisapi.Connection(
-            address.host, address.port, dbid=address.db, password=address.password,
-            reconnect=False, convertNumbers=False, ssl_context_factory=address.tls,
-            connectTimeout=5)
+
+        def connect():
+            return txredisapi.Connection(
+                address.host, address.port, dbid=address.db, password=address.password,
+                reconnect=False, convertNumbers=False, ssl_context_factory=address.tls,
+                connectTimeout=5)
+
+        self._connection = await connect()
+        self._producer = await connect()
         for stream in self.streams:
             try:
                 await self._connection.execute_command(
@@ -152,6 +174,32 @@ class RedisSource(Service):
                 await self._claim_abandoned()
                 last_claim = self._reactor.seconds()
 
+    def _answer(self, entry_id, fields):
+        """Deliver a proxy response entry here, or to the node holding the request."""
+        from rig.connections.token import InvalidToken
+        from rig.proxy.gateway import AsyncAnswer
+
+        if self.correlations is None:
+            return
+        try:
+            correlation, status, headers, body = _answer_fields(fields)
+            ref = self.correlations.codec.decode(correlation)
+        except (ValueError, InvalidToken) as error:
+            self.counts["invalid"] += 1
+            self.log.warn("Skipping response entry {entry_id}: {error}", entry_id=entry_id,
+                          error=str(error))
+            return
+        if self.correlations.deliver(ref, AsyncAnswer(status, headers, body)):
+            return
+        remote = self.correlations.remote
+        if remote is not None and not self.correlations.codec.is_local(ref):
+            remote.call_owner(ref, "async-response", {
+                "local_id": ref.local_id, "status": status,
+                "headers": [[name.decode("latin-1"), value.decode("latin-1")]
+                            for name, value in headers],
+                "body": base64.b64encode(body).decode("ascii"),
+            }).addErrback(lambda failure: None)
+
     async def _claim_abandoned(self):
         """Take over entries another consumer read but never acknowledged (it died)."""
         idle_ms = int(self._claim_idle * 1000)
@@ -171,6 +219,10 @@ class RedisSource(Service):
                 done.append(entry_id)
                 continue
             fields = dict(zip(flat[::2], flat[1::2], strict=False))
+            if stream == self.response_stream:
+                self._answer(entry_id, fields)
+                done.append(entry_id)
+                continue
             try:
                 event = event_from_entry(fields)
             except (EventError, ValueError, TypeError) as error:
@@ -183,6 +235,23 @@ class RedisSource(Service):
             done.append(entry_id)
         if done:
             await self._connection.execute_command("XACK", stream, self.group, *done)
+
+
+_NOT_HEADERS = frozenset(("rig-correlation", "rig-response-code", "body"))
+
+
+def _answer_fields(fields):
+    """(correlation, status, headers, body) of a response entry, or ValueError."""
+    correlation = fields.get("rig-correlation")
+    code = fields.get("rig-response-code")
+    if not correlation or code is None:
+        raise ValueError("missing rig-correlation or rig-response-code")
+    status = int(code)
+    if not 100 <= status <= 599:
+        raise ValueError(f"status {status} out of range")
+    headers = tuple((name.lower().encode("latin-1"), value.encode("utf-8"))
+                    for name, value in fields.items() if name.lower() not in _NOT_HEADERS)
+    return correlation, status, headers, fields.get("body", "").encode("utf-8")
 
 
 def encode_event_entry(event_json):
