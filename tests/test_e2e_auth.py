@@ -160,7 +160,7 @@ async def test_submission_check(make_gateway, stub_server):
 @pytest_twisted.ensureDeferred
 async def test_expiring_token_closes_connections_unless_refreshed(make_gateway):
     gateway = make_gateway(jwt_leeway=0.01, **AUTH)
-    short = make_jwt({"username": "alice", "jti": "s1"}, lifetime=0.6)
+    short = make_jwt({"username": "alice", "jti": "s1"}, lifetime=2.0)  # room for slow CI
     ws = await gateway.ws(f"?jwt={short}")
     sse = await gateway.sse(f"?jwt={short}")
     kept = await gateway.sse(f"?jwt={short}")
