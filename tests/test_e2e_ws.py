@@ -54,7 +54,7 @@ async def test_rate_limit_closes_with_bad_request(make_gateway):
 
 @pytest_twisted.ensureDeferred
 async def test_server_pings_and_keeps_answering_connections(make_gateway):
-    gateway = make_gateway(heartbeat_interval=0.2)
+    gateway = make_gateway(heartbeat_interval=0.5)  # a pong has one interval to arrive
     client = await gateway.ws("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
     await client.welcome()
     while client.pings < 3:  # autobahn answers with pongs, so the connection stays
