@@ -66,6 +66,7 @@ class Hub:
         self.auth.blacklist.on_add(self.kill_session)
         self.forwarders = []  # callables(event): the cluster sends events on to other nodes
         self.remote = None  # the cluster node, when there is one: calls to owning nodes
+        self.redis = None  # the Redis source, when REDIS_URL is set (for readiness)
         self.connections = {}
         self.sessions = {}  # session id -> set of local connections
         self._ids = itertools.count(1)

@@ -134,6 +134,7 @@ class RigService(MultiService):
             proxy.redis_target = RedisTarget(
                 service.redis, correlations, cors_headers=proxy._cors_headers,
                 timeout=settings.proxy_redis_response_timeout)
+            hub.redis = service.redis
             service.redis.setName("redis")
             service.redis.setServiceParent(service)
         service.cluster = None

@@ -107,12 +107,16 @@ async def test_redis_restart_mid_stream(make_gateway, redis_server):
     await eventually(degraded, what="consumer notices Redis is gone")
     health = await gateway.request("GET", "/health", internal=True)
     assert health.code == 200  # the gateway keeps serving without Redis
+    readiness = json.loads(await (await gateway.request("GET", "/v3/health", internal=True)).text())
+    assert readiness == {"status": "degraded", "checks": {"redis": "unavailable"}}
     await redis_server.start()
 
     async def healthy():
         return source.healthy
 
     await eventually(healthy, 20, "consumer reconnected")
+    readiness = json.loads(await (await gateway.request("GET", "/v3/health", internal=True)).text())
+    assert readiness["status"] == "ok"
     redis = await redis_server.client()
     try:
         await redis.execute_command("XADD", "rig", "*", "event",
@@ -194,3 +198,43 @@ async def test_proxy_waits_for_a_correlated_redis_response_or_times_out(make_gat
         assert timed_out.code == 504
     finally:
         await redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_clustered_nodes_share_the_group_and_deliver_each_entry_once(
+        make_gateway, redis_server):
+    from rig.cluster.membership import SwimConfig
+
+    fast = SwimConfig(probe_interval=0.2, probe_timeout=0.1, push_pull_interval=1.0)
+    common = {"node_cookie": "redis-cluster", "swim_config": fast,
+              "cluster_listen": "tcp:0:interface=127.0.0.1"}
+    a, source_a = await redis_gateway(make_gateway, redis_server, **common)
+    seed = a.service.cluster.links.address
+    b, source_b = await redis_gateway(make_gateway, redis_server, cluster_seeds=(seed,),
+                                      **common)
+
+    async def clustered():
+        return len([m for m in a.service.cluster.members() if m.state == "alive"]) == 2
+
+    await eventually(clustered, what="two-node cluster")
+    on_a, on_b = await a.ws(ALL), await b.ws(ALL)
+    await on_a.welcome()
+    await on_b.welcome()
+
+    async def interest_both_ways():
+        return (b.service.cluster.node_name in a.service.cluster.interest.owners_with("greeting")
+                and a.service.cluster.node_name
+                in b.service.cluster.interest.owners_with("greeting"))
+
+    await eventually(interest_both_ways, what="interest replicated")
+    redis = await redis_server.client()
+    try:
+        for number in range(20):
+            await redis.execute_command("XADD", "rig", "*", "event",
+                                        json.dumps(greeting("r", f"e{number}")))
+    finally:
+        await redis.disconnect()
+    expected = [f"e{number}" for number in range(20)]
+    assert sorted([(await on_a.next_event())["id"] for _ in expected]) == sorted(expected)
+    assert sorted([(await on_b.next_event())["id"] for _ in expected]) == sorted(expected)
+    assert source_a.counts["consumed"] + source_b.counts["consumed"] == 20  # once per group

@@ -23,6 +23,16 @@ def cluster_view(hub, request):
     return respond(request, 200, json.dumps(view).encode(), JSON)
 
 
+def readiness(hub, request):
+    """``/health`` stays RIG's plain ``OK``; this says which dependency is degraded."""
+    checks = {}
+    if hub.redis is not None:
+        checks["redis"] = "ok" if hub.redis.healthy else "unavailable"
+    degraded = any(state != "ok" for state in checks.values())
+    body = {"status": "degraded" if degraded else "ok", "checks": checks}
+    return respond(request, 200, json.dumps(body).encode(), JSON)
+
+
 def health(request):
     return respond(request, 200, b"OK", TEXT)
 
@@ -46,6 +56,7 @@ def internal_resource(hub, settings, store, correlations):
         }),
         (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
         (r"/v3/cluster", {b"GET": partial(cluster_view, hub)}),
+        (r"/v3/health", {b"GET": partial(readiness, hub)}),
     ]
     return Router(routes, fallback=not_found)
 
