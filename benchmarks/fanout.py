@@ -889,6 +889,47 @@ class Publisher(Conn):
             self.state = self.IDLE
 
 
+class RedisPublisher(Publisher):
+    """Publishes with XADD over RESP (one command in flight) instead of HTTP POST:
+    a bulk-string or simple-string reply counts as accepted (202), an error as 500."""
+
+    __slots__ = ()
+
+    def on_read(self):
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.lose("recv: " + (exc.strerror or str(exc)))
+            return
+        if not data:
+            self.lose("eof")
+            return
+        if not self.busy:
+            return
+        data = self.buf + data
+        end = data.find(b"\r\n")
+        if end < 0:
+            self.buf = data
+            return
+        kind = data[:1]
+        if kind == b"$" and len(data) < end + 2 + int(data[1:end]) + 2:
+            self.buf = data
+            return
+        self.status = 500 if kind == b"-" else 202
+        self._finish()
+
+
+def resp_command(*parts):
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        if isinstance(part, str):
+            part = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
@@ -1138,10 +1179,18 @@ class Bench:
         return sum(g.failed for g in self.groups.values())
 
     # ---- publishing ----------------------------------------------------
+    def _new_publisher(self):
+        if self.args.publish_redis:
+            host, _, port = self.args.publish_redis.rpartition(":")
+            return RedisPublisher(self.sel, self, (socket.gethostbyname(host), int(port)))
+        return Publisher(self.sel, self, self.addr)
+
     def make_post(self):
         self.seq += 1
         seq = self.seq
         body = self._body_fmt % (seq, seq, time.time_ns())
+        if self.args.publish_redis:
+            return resp_command("XADD", self.args.redis_stream, "*", "event", body)
         return self._post_head + str(len(body)).encode() + b"\r\n\r\n" + body
 
     def publish_done(self, pub, status):
@@ -1169,7 +1218,7 @@ class Bench:
             if p.state == Publisher.CONNECTING:
                 connecting = True
         if not connecting and len(self.publishers) < MAX_PUBLISHERS:
-            p = Publisher(self.sel, self, self.addr)
+            p = self._new_publisher()
             self.publishers.append(p)
             p.ensure()
         return None
@@ -1235,7 +1284,7 @@ class Bench:
 
         if not a.idle:
             for _ in range(a.concurrency):
-                p = Publisher(self.sel, self, self.addr)
+                p = self._new_publisher()
                 self.publishers.append(p)
                 p.ensure()
             self.pump(time.monotonic() + 0.2)
@@ -1490,6 +1539,10 @@ def parse_args(argv=None):
     p.add_argument("--subscribe-url", default="",
                    help="comma-separated gateway URLs the subscribers are spread over "
                         "(round robin; default: --url) -- e.g. the nodes of a cluster")
+    p.add_argument("--publish-redis", default="", metavar="HOST:PORT",
+                   help="publish with XADD to this Redis (the gateway consumes the stream) "
+                        "instead of POSTing to the gateway")
+    p.add_argument("--redis-stream", default="rig", help="stream for --publish-redis")
     p.add_argument("--ws", type=int, default=0, help="WebSocket subscribers")
     p.add_argument("--sse", type=int, default=0, help="SSE subscribers")
     p.add_argument("--extra", type=int, default=0,
