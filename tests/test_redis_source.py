@@ -238,3 +238,29 @@ async def test_two_clustered_nodes_share_the_group_and_deliver_each_entry_once(
     assert sorted([(await on_a.next_event())["id"] for _ in expected]) == sorted(expected)
     assert sorted([(await on_b.next_event())["id"] for _ in expected]) == sorted(expected)
     assert source_a.counts["consumed"] + source_b.counts["consumed"] == 20  # once per group
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_abandoned_by_a_dead_consumer_are_claimed(make_gateway, redis_server):
+    redis = await redis_server.client()
+    try:  # another consumer of the group read an entry and died without acknowledging it
+        await redis.execute_command("XGROUP", "CREATE", "orphans", "rig", "$", "MKSTREAM")
+        await redis.execute_command("XADD", "orphans", "*", "event",
+                                    json.dumps(greeting("r", "orphan")))
+        read = await redis.execute_command("XREADGROUP", "GROUP", "rig", "dead-consumer",
+                                           "COUNT", 10, "STREAMS", "orphans", ">")
+        assert read, "the dead consumer holds the entry"
+        gateway, source = await redis_gateway(make_gateway, redis_server,
+                                              redis_source_streams=("orphans",))
+        source._claim_idle = 0.3  # 30 s by default
+        client = await gateway.ws(ALL)
+        await client.welcome()
+        assert (await client.next_event())["id"] == "orphan"
+        assert source.counts["claimed"] == 1
+
+        async def acknowledged():
+            return int((await redis.execute_command("XPENDING", "orphans", "rig"))[0]) == 0
+
+        await eventually(acknowledged, what="claimed entry acknowledged")
+    finally:
+        await redis.disconnect()
