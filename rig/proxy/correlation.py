@@ -4,6 +4,7 @@ A correlation id is a token like a connection token (node, boot id, local
 id, authenticated with ``NODE_COOKIE``) but keyed for this purpose only, so a
 connection token can never be passed off as a correlation id.
 """
+import base64
 import itertools
 
 from twisted.internet import defer
@@ -35,6 +36,19 @@ class Correlations:
             return False
         answered.callback(answer)
         return True
+
+    def answer(self, ref, answer):
+        """Hand *answer* to the waiting request *ref* names, here or on its owning node
+        (answers arriving for a gone request are dropped: that client timed out)."""
+        if self.deliver(ref, answer) or self.codec.is_local(ref) or self.remote is None:
+            return
+        routing = self.remote.call_owner(ref, "async-response", {
+            "local_id": ref.local_id, "status": answer.status,
+            "headers": [[name.decode("latin-1"), value.decode("latin-1")]
+                        for name, value in answer.headers],
+            "body": base64.b64encode(answer.body).decode("ascii"),
+        })
+        routing.addErrback(lambda _failure: None)
 
     def deliver_local(self, local_id, status, headers, body):
         """An answer routed here by another node (see the cluster's ``async-response``)."""

@@ -8,7 +8,6 @@ acknowledged, never retried forever. Entries left pending by a consumer that
 died are claimed after ``claim_idle`` seconds. If Redis is down, the reader
 retries with backoff and resumes from the group's position.
 """
-import base64
 import json
 import os
 from urllib.parse import unquote, urlsplit
@@ -189,16 +188,7 @@ class RedisSource(Service):
             self.log.warn("Skipping response entry {entry_id}: {error}", entry_id=entry_id,
                           error=str(error))
             return
-        if self.correlations.deliver(ref, AsyncAnswer(status, headers, body)):
-            return
-        remote = self.correlations.remote
-        if remote is not None and not self.correlations.codec.is_local(ref):
-            remote.call_owner(ref, "async-response", {
-                "local_id": ref.local_id, "status": status,
-                "headers": [[name.decode("latin-1"), value.decode("latin-1")]
-                            for name, value in headers],
-                "body": base64.b64encode(body).decode("ascii"),
-            }).addErrback(lambda failure: None)
+        self.correlations.answer(ref, AsyncAnswer(status, headers, body))
 
     async def _claim_abandoned(self):
         """Take over entries another consumer read but never acknowledged (it died)."""

@@ -1,6 +1,4 @@
 """``POST /v3/responses``: a backend answers a request waiting under ``http_async``."""
-import base64
-
 from rig.connections.token import InvalidToken
 from rig.proxy.gateway import AsyncAnswer
 from rig.web.http import header, request_body, respond
@@ -40,15 +38,5 @@ def post_response(correlations, request):
         if name.lower() not in _NOT_COPIED
         for value in values
     )
-    body = request_body(request)
-    if not correlations.deliver(ref, AsyncAnswer(status, headers, body)):
-        remote = correlations.remote
-        if remote is not None and not correlations.codec.is_local(ref):
-            forwarding = remote.call_owner(ref, "async-response", {
-                "local_id": ref.local_id, "status": status,
-                "headers": [[name.decode("latin-1"), value.decode("latin-1")]
-                            for name, value in headers],
-                "body": base64.b64encode(body).decode("ascii"),
-            })
-            forwarding.addErrback(lambda failure: None)  # the client times out, as in RIG
+    correlations.answer(ref, AsyncAnswer(status, headers, request_body(request)))
     return respond(request, 202, SENT, content_type=None)
