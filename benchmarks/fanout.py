@@ -821,6 +821,16 @@ class Publisher(Conn):
         self._reset_response()
         self.send(data)
 
+    def _recv(self):
+        """Bytes from the socket (b"" at EOF), or None when there is nothing or it failed."""
+        try:
+            return self.sock.recv(65536)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self.lose("recv: " + (exc.strerror or str(exc)))
+            return None
+
     def on_failure(self, reason):
         was_busy = self.busy
         self.busy = False
@@ -828,12 +838,8 @@ class Publisher(Conn):
         self.owner.publisher_lost(self, reason, was_busy)
 
     def on_read(self):
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.lose("recv: " + (exc.strerror or str(exc)))
+        data = self._recv()
+        if data is None:
             return
         if not data:
             if self.busy and self.head_done and self.body_left < 0 \
@@ -896,12 +902,8 @@ class RedisPublisher(Publisher):
     __slots__ = ()
 
     def on_read(self):
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.lose("recv: " + (exc.strerror or str(exc)))
+        data = self._recv()
+        if data is None:
             return
         if not data:
             self.lose("eof")

@@ -19,6 +19,14 @@ async def eventually(predicate, seconds=10.0, what="condition"):
     raise AssertionError(f"{what} not reached within {seconds} s")
 
 
+def nothing_pending(redis, stream):
+    """A predicate: the group has no entry delivered but not acknowledged on *stream*."""
+    async def check():
+        return int((await redis.execute_command("XPENDING", stream, "rig"))[0]) == 0
+
+    return check
+
+
 async def redis_gateway(make_gateway, redis_server, **overrides):
     gateway = make_gateway(redis_url=parse_redis_url(redis_server.url), **overrides)
     source = gateway.service.redis
@@ -59,12 +67,7 @@ async def test_entries_reach_subscribers_and_are_acknowledged(make_gateway, redi
         assert (await client.next_event())["id"] == "from-redis"
         event = await client.next_event()
         assert (event["id"], event["data"]) == ("binary", {"name": "b"})
-
-        async def all_acknowledged():
-            pending = await redis.execute_command("XPENDING", "rig", "rig")
-            return int(pending[0]) == 0
-
-        await eventually(all_acknowledged, what="acknowledged")
+        await eventually(nothing_pending(redis, "rig"), what="acknowledged")
         assert source.counts["consumed"] == 2
     finally:
         await redis.disconnect()
@@ -85,11 +88,7 @@ async def test_bad_entries_are_acknowledged_logged_and_counted(make_gateway, red
                                     json.dumps(greeting("r", "good-one")))
         assert (await client.next_event())["id"] == "good-one"
         assert source.counts["invalid"] == 3
-
-        async def none_pending():
-            return int((await redis.execute_command("XPENDING", "rig", "rig"))[0]) == 0
-
-        await eventually(none_pending, what="bad entries acknowledged")
+        await eventually(nothing_pending(redis, "rig"), what="bad entries acknowledged")
     finally:
         await redis.disconnect()
 
@@ -257,10 +256,6 @@ async def test_entries_abandoned_by_a_dead_consumer_are_claimed(make_gateway, re
         await client.welcome()
         assert (await client.next_event())["id"] == "orphan"
         assert source.counts["claimed"] == 1
-
-        async def acknowledged():
-            return int((await redis.execute_command("XPENDING", "orphans", "rig"))[0]) == 0
-
-        await eventually(acknowledged, what="claimed entry acknowledged")
+        await eventually(nothing_pending(redis, "orphans"), what="claimed entry acknowledged")
     finally:
         await redis.disconnect()

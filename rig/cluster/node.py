@@ -409,15 +409,11 @@ class ClusterNode(Service):
             self._merging = False
 
     def _api_changed(self, api):
-        if not self._merging:
-            self._broadcast({"type": "rig.apis", "apis": {api["id"]: api}})
+        """Only local writes reach here: ``ApiStore.merge`` does not call its listeners."""
+        self._broadcast({"type": "rig.apis", "apis": {api["id"]: api}})
 
     def _on_apis(self, address, message):
-        self._merging = True
-        try:
-            self.store.merge({str(key): dict(api) for key, api in message["apis"].items()})
-        finally:
-            self._merging = False
+        self.store.merge({str(key): dict(api) for key, api in message["apis"].items()})
 
     # -- anti-entropy ---------------------------------------------------------------
 
