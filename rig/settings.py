@@ -41,6 +41,7 @@ class Settings:
     api_listen: str = "tcp:4010"
     host: str = "localhost"
     cors: str = "*"
+    examples_enabled: bool = False
     max_connections_per_minute: int = 5000
     extractors: ExtractorConfig = attrs.field(factory=ExtractorConfig)
     node_host: str = "127.0.0.1"
@@ -172,6 +173,25 @@ def _integer(minimum):
         if not _INTEGER_TEXT.fullmatch(text.strip()):
             raise ValueError(f"must be an integer >= {minimum}, got {text!r}")
         return check(int(text))
+
+    return check, parse
+
+
+def _boolean():
+    """A TOML boolean, or true/false (yes/no, on/off, 1/0) in the environment."""
+
+    def check(value):
+        if not isinstance(value, bool):
+            raise TypeError(f"must be true or false, got {value!r}")
+        return value
+
+    def parse(text):
+        word = text.strip().lower()
+        if word in ("true", "yes", "on", "1"):
+            return True
+        if word in ("false", "no", "off", "0"):
+            return False
+        raise ValueError(f"must be true or false, got {text!r}")
 
     return check, parse
 
@@ -354,6 +374,7 @@ _SPECS = (
     _spec("api_listen", "API_HTTP_PORT", _listener),
     _spec("host", "HOST", _text),
     _spec("cors", "CORS", _text),
+    _spec("examples_enabled", "EXAMPLES_ENABLED", *_boolean()),
     _spec("max_connections_per_minute", "MAX_CONNECTIONS_PER_MINUTE", *_integer(1)),
     _spec("extractors", "EXTRACTORS", _extractors),
     _spec("node_host", "NODE_HOST", _node_host),

@@ -1,4 +1,6 @@
 """The subscriptions PUT endpoint end to end (spec Part B 2.6, scenarios 12-23)."""
+from urllib.parse import quote
+
 import pytest_twisted
 
 from tests.support import greeting, subs_query, within
@@ -45,6 +47,17 @@ async def test_token_works_across_transport_paths(gateway):
                             kind="sse")
     assert response.code == 204
     assert (await ws.next_event())["data"] == [{"eventType": "greeting2", "oneOf": []}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_percent_encoded_token_is_decoded(gateway):
+    """Frontends may encode the token (encodeURIComponent turns its = padding into %3D)."""
+    client = await gateway.sse()
+    token, _ = await client.welcome()
+    assert "=" in token
+    response, _ = await put(gateway, quote(token, safe=""), {"subscriptions": [ALICE]})
+    assert response.code == 204
+    assert (await client.next_event())["data"] == [ALICE]
 
 
 @pytest_twisted.ensureDeferred

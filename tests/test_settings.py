@@ -61,6 +61,7 @@ def test_env_names():
         "API_HTTP_PORT",
         "HOST",
         "CORS",
+        "EXAMPLES_ENABLED",
         "MAX_CONNECTIONS_PER_MINUTE",
         "EXTRACTORS",
         "NODE_HOST",

@@ -5,6 +5,7 @@ plus the body's subscriptions; the connection then gets ``rig.subscriptions_set`
 Checks run in RIG's order so every failure gets RIG's status and sentence.
 """
 import json
+from urllib.parse import unquote
 
 from rig.auth.checks import CheckRequest, authorization_tokens
 from rig.auth.jwt import InvalidJWT
@@ -53,7 +54,7 @@ async def put_subscriptions(hub, cors, request, kind, token):
     ):
         return respond(request, 403, "Subscription denied.", headers=cors_header)
     try:
-        ref = hub.codec.decode(token)
+        ref = hub.codec.decode(unquote(token))  # a browser's encodeURIComponent sends = as %3D
     except InvalidToken:
         return respond(request, 400, "Invalid connection token.", headers=cors_header)
     bearers = authorization_tokens(authorization, lenient=False)

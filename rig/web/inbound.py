@@ -5,6 +5,7 @@ from rig.connections.longpoll import longpoll_preflight, serve_longpoll
 from rig.connections.sse import serve_sse
 from rig.connections.subscribe import put_subscriptions, subscriptions_preflight
 from rig.connections.ws import websocket_resource
+from rig.web.examples import ExamplePages, load_pages
 from rig.web.http import TEXT, RigSite, Router, respond
 from rig.web.publish import publish_event
 
@@ -46,6 +47,8 @@ def inbound_resource(hub, settings, proxy):
             b"OPTIONS": partial(subscriptions_preflight, cors),
         }),
     ]
+    if settings.examples_enabled:  # off: /_rig/examples/ falls through to the proxy (404)
+        routes += ExamplePages(load_pages()).routes()
     return Router(routes, fallback=proxy)
 
 
