@@ -18,6 +18,7 @@ from rig.proxy.gateway import Proxy
 from rig.proxy.pool import proxy_agent
 from rig.proxy.redis_target import RedisTarget
 from rig.proxy.store import ApiStore
+from rig.recovery import History
 from rig.streams.source import RedisSource
 from rig.web.inbound import inbound_site
 from rig.web.internal import internal_site
@@ -104,6 +105,8 @@ class RigService(MultiService):
             heartbeat_interval=settings.heartbeat_interval,
             send_queue_limit=settings.send_queue_limit,
             auth=Authority.from_settings(settings, reactor),
+            history=History(reactor, max_events=settings.recovery_history_size,
+                            max_age=settings.recovery_history_age),
         )
         service = cls(hub)
         service.settings = settings

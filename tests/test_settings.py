@@ -72,6 +72,8 @@ def test_env_names():
         "LONGPOLL_BUFFER_SIZE",
         "LONGPOLL_SESSION_TTL",
         "SEND_QUEUE_LIMIT",
+        "RECOVERY_HISTORY_SIZE",
+        "RECOVERY_HISTORY_AGE",
         "MAX_REQUEST_BYTES",
     }
 
