@@ -1,5 +1,6 @@
 """``twistd rig``: plugin discovery, option parsing, fatal settings and logging wiring."""
 
+import io
 import json
 import os
 import subprocess
@@ -108,7 +109,10 @@ def test_twistd_gets_a_json_logger_from_the_settings(tmp_path, monkeypatch):
     assert len(lines) == 1
     event = json.loads(lines[0])
     assert event["who"] == "world"
-    assert event["log_namespace"] == "rig.test"
+    assert event["namespace"] == "rig.test"
+    assert event["level"] == "info"
+    assert event["message"] == "hello world"
+    assert event["time"].endswith("+00:00")
 
 
 def test_twistd_logger_defaults_to_stdout_in_the_foreground(monkeypatch, capsys):
@@ -137,6 +141,20 @@ def test_logs_observer_reads_the_environment(monkeypatch, capsys):
     monkeypatch.setenv("LOG_FMT", "json")
     emit_one(logs.observer())
     assert capsys.readouterr().out == ""
+
+
+def test_json_lines_carry_failures_and_skip_objects():
+    stream = io.StringIO()
+    log = Logger(namespace="rig.test", observer=logs.make_observer("info", "json", stream))
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        log.failure("while dividing {what}", what="one", other=object())
+    event = json.loads(stream.getvalue())
+    assert event["level"] == "critical"
+    assert event["message"] == "while dividing one"
+    assert "ZeroDivisionError" in event["traceback"]
+    assert "other" not in event  # only plain values become fields
 
 
 def test_make_observer_rejects_unknown_format():
