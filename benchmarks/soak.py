@@ -176,7 +176,7 @@ async def registry_connections(api_port, metric):
         return None
     total, found = 0.0, False
     for line in text.splitlines():
-        if line.startswith(metric + "{") or line.startswith(metric + " "):
+        if line.startswith((metric + "{", metric + " ")):
             total += float(line.rsplit(" ", 1)[1])
             found = True
     return int(total) if found else None
@@ -206,7 +206,7 @@ def start_gateway(args):
                "--nodaemon", "--pidfile=", "rig"]
     if args.taskset:
         command = ["taskset", "-c", args.taskset, *command]
-    log = open(args.log, "wb")  # noqa: SIM115 - lives as long as the process
+    log = open(args.log, "wb")  # lives as long as the process
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
