@@ -84,7 +84,7 @@ class SSEConnection:
         last = b""
         if reason.sse_event is not None:
             last = self.framer(rig_event(reason.sse_event, None, now=self.hub.reactor.seconds()),
-                               None)
+                               self.hub.history.position_id())
         if last:
             write_now(transport, last)
         self.request.finish()
