@@ -175,3 +175,21 @@ def test_twistd_rig_bad_setting_exits_non_zero(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("rig: bad setting: INBOUND_PORT: ")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "which, missing",
+    [("HTTPS_CERTFILE", "HTTPS_KEYFILE"), ("HTTPS_KEYFILE", "HTTPS_CERTFILE")],
+)
+def test_twistd_rig_with_half_the_https_files_exits_1(tmp_path, which, missing):
+    from tests.certs import make_certificate
+
+    cert = make_certificate(tmp_path)
+    path = cert.certfile if which == "HTTPS_CERTFILE" else cert.keyfile
+    result = run_twistd(tmp_path, "-n", "rig", **{which: path})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"rig: bad setting: {missing}: ")
+    assert f"Please also set {missing}" in last
+    assert len(result.stderr.strip().splitlines()) == 1
