@@ -2,7 +2,8 @@
 
 Transports (WebSocket, SSE, long polling) register connection objects here.
 A connection provides ``local_id``, ``token``, ``subscriptions``, ``framer``
-(a function ``(event, seq) -> frame`` shared by its kind), ``deliver(frame)``,
+(a function ``(event, position) -> frame`` shared by its kind; *position* is
+the SSE ``id:`` from the history), ``deliver(frame)``,
 ``heartbeat()`` and ``close(reason)``. Publishing matches the event through
 the index and builds each kind's frame once.
 """
@@ -16,6 +17,7 @@ from rig.connections.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
 from rig.connections.outbox import Outbox
 from rig.connections.token import TokenCodec
 from rig.events import rig_event
+from rig.recovery import History
 from rig.subscriptions.extractors import ExtractorConfig
 from rig.subscriptions.index import SubscriptionIndex
 from rig.subscriptions.inference import jwt_subscriptions
@@ -54,6 +56,7 @@ class Hub:
         heartbeat_interval=15.0,
         send_queue_limit=1 << 20,
         auth=None,
+        history=None,
     ):
         self.reactor = reactor
         self.extractors = extractors or ExtractorConfig()
@@ -70,7 +73,7 @@ class Hub:
         self.connections = {}
         self.sessions = {}  # session id -> set of local connections
         self._ids = itertools.count(1)
-        self._seq = itertools.count(1)
+        self.history = history if history is not None else History(reactor)
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
         self._heartbeat_interval = heartbeat_interval
@@ -97,22 +100,50 @@ class Hub:
     def token_for(self, local_id):
         return self.codec.encode(local_id)
 
-    def register(self, connection, subscriptions):
-        """Make *connection* live with *subscriptions* and send it the welcome events."""
+    def register(self, connection, subscriptions, resume=None):
+        """Make *connection* live with *subscriptions* and send it the welcome events.
+
+        With *resume* (the client's last event id) the welcome says whether
+        recovery is complete, and the missed matching events follow the
+        subscriptions event, before any live one.
+        """
         self.connections[connection.local_id] = connection
-        connection.send_rig_event(
-            rig_event(
-                "rig.connection.create",
-                {"connection_token": connection.token},
-                now=self.reactor.seconds(),
-            )
-        )
+        welcome = {"connection_token": connection.token}
+        missed = ()
+        if resume is not None:
+            complete, missed = self.history.since(resume)
+            welcome["recovered"] = complete
+            missed = self._matching(subscriptions, missed)
+        self._send_welcome(connection, rig_event(
+            "rig.connection.create", welcome, now=self.reactor.seconds()))
         self.set_subscriptions(connection, subscriptions)
+        for position, event in missed:
+            connection.deliver(connection.framer(event, position))
+
+    def _matching(self, subscriptions, missed):
+        if not missed:
+            return ()
+        index, probe = SubscriptionIndex(self.extractors), object()
+        index.set(probe, subscriptions)
+        return [(position, event) for position, event in missed if index.match(event)]
+
+    def _send_welcome(self, connection, event):
+        """Send a RIG event whose id a client may later resume from."""
+        self.history.mark(event.id)
+        connection.send_rig_event(event)
+
+    def interest_types(self):
+        """Event types this node wants from the cluster: those subscribed to, and
+        those of recently closed connections whose clients may come back for them."""
+        types = self.index.event_types()
+        lingering = self.history.lingering_types()
+        return types | lingering if lingering else types
 
     def unregister(self, connection):
         if self.connections.pop(connection.local_id, None) is None:
             return
         self.index.remove(connection)
+        self.history.linger({s.event_type for s in connection.subscriptions or ()})
         for session in connection.sessions or ():
             members = self.sessions.get(session)
             if members is not None:
@@ -135,13 +166,11 @@ class Hub:
         """Replace the connection's subscriptions and tell it (``rig.subscriptions_set``)."""
         connection.subscriptions = subscriptions
         self.index.set(connection, subscriptions)
-        connection.send_rig_event(
-            rig_event(
-                "rig.subscriptions_set",
-                [subscription.to_json() for subscription in subscriptions],
-                now=self.reactor.seconds(),
-            )
-        )
+        self._send_welcome(connection, rig_event(
+            "rig.subscriptions_set",
+            [subscription.to_json() for subscription in subscriptions],
+            now=self.reactor.seconds(),
+        ))
 
     def subscriptions_from_claims(self, claims):
         return jwt_subscriptions(self.extractors, claims)
@@ -207,7 +236,7 @@ class Hub:
 
     def publish_local(self, event):
         """Deliver *event* to every matching local connection; return how many."""
-        seq = next(self._seq)
+        position = self.history.record(event)
         targets = self.index.match(event)
         if not targets:
             return 0
@@ -221,7 +250,7 @@ class Hub:
                 group.append(connection)
         broadcast = self.outbox.broadcast
         for framer, group in by_framer.items():
-            broadcast(framer(event, seq), group)
+            broadcast(framer(event, position), group)
         return len(targets)
 
     def _beat(self):

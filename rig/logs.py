@@ -5,14 +5,17 @@ Under plain ``twistd`` the service cannot choose its own observer, so
 ``twistd --logger rig.logs.observer`` offers the same from the environment.
 """
 
+import datetime
+import json
 import os
 import sys
 
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
-    jsonFileLogObserver,
+    formatEvent,
     textFileLogObserver,
 )
 
@@ -47,11 +50,33 @@ def make_observer(level, fmt, stream):
     and log shippers can read it as it is.
     """
     if parse_format(fmt) == "json":
-        writer = jsonFileLogObserver(stream, recordSeparator="")
+        writer = FileLogObserver(stream, json_line)
     else:
         writer = textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(parse_level(level)))
     return FilteringLogObserver(writer, [predicate])
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def json_line(event):
+    """One event as one JSON object: ``time``, ``level``, ``namespace``, the
+    formatted ``message``, plain fields of the event, and a ``traceback``."""
+    record = {
+        "time": datetime.datetime.fromtimestamp(
+            event.get("log_time", 0), datetime.UTC).isoformat(timespec="microseconds"),
+        "level": getattr(event.get("log_level"), "name", "info"),
+        "namespace": event.get("log_namespace", ""),
+        "message": formatEvent(event),
+    }
+    for key, value in event.items():
+        if not key.startswith("log_") and key not in record and isinstance(value, _PLAIN):
+            record[key] = value
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["traceback"] = failure.getTraceback()
+    return json.dumps(record, default=str) + "\n"
 
 
 def observer():

@@ -1,4 +1,4 @@
-"""The service tree: hub first, then the internal and inbound listeners.
+"""The service tree: hub first, then the internal and inbound listeners (HTTP, then HTTPS).
 
 Listeners start last and stop first (MultiService stops children in reverse),
 and the hub closes every frontend connection on the way out.
@@ -18,7 +18,9 @@ from rig.proxy.gateway import Proxy
 from rig.proxy.pool import proxy_agent
 from rig.proxy.redis_target import RedisTarget
 from rig.proxy.store import ApiStore
+from rig.recovery import History
 from rig.streams.source import RedisSource
+from rig.tls import load_server_options, tls_factory
 from rig.web.inbound import inbound_site
 from rig.web.internal import internal_site
 
@@ -87,6 +89,8 @@ class HubService(Service):
 class RigService(MultiService):
     """The whole gateway, built from settings with no I/O until started."""
 
+    log = Logger()
+
     def __init__(self, hub):
         super().__init__()
         self.hub = hub
@@ -104,6 +108,8 @@ class RigService(MultiService):
             heartbeat_interval=settings.heartbeat_interval,
             send_queue_limit=settings.send_queue_limit,
             auth=Authority.from_settings(settings, reactor),
+            history=History(reactor, max_events=settings.recovery_history_size,
+                            max_age=settings.recovery_history_age),
         )
         service = cls(hub)
         service.settings = settings
@@ -157,8 +163,29 @@ class RigService(MultiService):
                                   inbound_site(hub, settings, proxy))
         inbound.setName("inbound")
         inbound.setServiceParent(service)
+        cls._add_https(service, settings, reactor)
         return service
 
+    @classmethod
+    def _add_https(cls, service, settings, reactor):
+        """The same two sites over TLS (spec 1.1), or a warning that HTTPS is off.
+
+        The settings check already loaded the files, so a failure here means
+        they changed in between; the context is built now, never per connection.
+        """
+        if not (settings.https_certfile and settings.https_keyfile):
+            cls.log.warn("HTTPS is disabled: set HTTPS_CERTFILE and HTTPS_KEYFILE to enable it")
+            return
+        options = load_server_options(settings.https_certfile, settings.https_keyfile,
+                                      settings.https_keyfile_pass)
+        for name, plain, description in (
+                ("internal_https", "internal", settings.api_https_listen),
+                ("inbound_https", "inbound", settings.inbound_https_listen)):
+            site = service.getServiceNamed(plain).factory
+            listener = ListenerService(reactor, description, tls_factory(options, site, reactor))
+            listener.setName(name)
+            listener.setServiceParent(service)
+
     def address(self, name):
-        """The bound address of listener *name* (``inbound`` or ``internal``)."""
+        """The bound address of listener *name* (``inbound``, ``internal`` or ``*_https``)."""
         return self.getServiceNamed(name).port.getHost()

@@ -20,6 +20,7 @@ from rig.proxy.definitions import validate, with_defaults
 from rig.streams.source import parse_redis_url
 from rig.subscriptions.extractors import ExtractorConfig, parse_extractors
 from rig.subscriptions.pointer import parse_pointer
+from rig.tls import load_certificates, load_private_key, server_options
 
 
 class SettingsError(Exception):
@@ -39,6 +40,11 @@ class Settings:
 
     inbound_listen: str = "tcp:4000"
     api_listen: str = "tcp:4010"
+    inbound_https_listen: str = "tcp:4001"
+    api_https_listen: str = "tcp:4011"
+    https_certfile: str | None = None
+    https_keyfile: str | None = None
+    https_keyfile_pass: str | None = attrs.field(default=None, repr=False)
     host: str = "localhost"
     cors: str = "*"
     examples_enabled: bool = False
@@ -53,6 +59,8 @@ class Settings:
     longpoll_buffer_size: int = 200
     longpoll_session_ttl: float = 3600.0
     send_queue_limit: int = 1048576
+    recovery_history_size: int = 1000
+    recovery_history_age: float = 300.0
     max_request_bytes: int = 8000000
     jwt_secret_key: str = attrs.field(default="", repr=False)
     jwt_alg: str = "HS256"
@@ -101,6 +109,7 @@ class Settings:
             if text.strip():
                 values[spec.field] = spec.convert(spec.parse, text)
         _check_jwt_key(values)
+        _check_https(values)
         if values.get("cluster_listen") and not values.get("node_cookie"):
             raise SettingsError("NODE_COOKIE: required when CLUSTER_PORT is set "
                                 "(it authenticates every node of the cluster)")
@@ -134,6 +143,20 @@ def _listener(value):
     return text
 
 
+def _tls_listener(value):
+    """Like _listener: where to listen; TLS is layered on top with HTTPS_CERTFILE/KEYFILE.
+
+    So any stream endpoint works (tcp, tcp6, unix, systemd), but not ``ssl:``,
+    which brings its own certificate and would wrap TLS twice.
+    """
+    description = _listener(value)
+    if description.split(":", 1)[0].lower() == "ssl":
+        raise ValueError(
+            f"expected a port number or a plain stream endpoint (tcp:, unix:, systemd:), "
+            f"got {value!r}; the certificate comes from HTTPS_CERTFILE and HTTPS_KEYFILE")
+    return description
+
+
 def _port(number):
     if not 0 <= number <= 65535:
         raise ValueError(f"port number must be 0..65535, got {number}")
@@ -159,6 +182,20 @@ def _secret(value):
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string (value not shown)")
     return value.strip()
+
+
+def _optional_path(value):
+    """A file path, or empty for unset (RIG's default for the HTTPS files is "")."""
+    if not isinstance(value, str):
+        raise TypeError(f"must be a file path, got {value!r}")
+    return value.strip() or None
+
+
+def _passphrase(value):
+    """Kept verbatim (spaces count in a passphrase); messages never show it."""
+    if not isinstance(value, str):
+        raise TypeError("must be a string (value not shown)")
+    return value or None
 
 
 def _integer(minimum):
@@ -263,6 +300,37 @@ def _check_jwt_key(values):
         load_key(algorithm, material)
     except (ValueError, OSError) as error:
         raise SettingsError(f"JWT_SECRET_KEY: {error} (JWT_ALG={algorithm})") from None
+
+
+def _check_https(values):
+    """Spec 1.1: both files or neither; the password only with them; files load now."""
+    certfile = values.get("https_certfile")
+    keyfile = values.get("https_keyfile")
+    password = values.get("https_keyfile_pass")
+    if not (certfile or keyfile):
+        if password:
+            raise SettingsError(
+                "HTTPS_KEYFILE_PASS: set without a certificate and key. Please also set "
+                "HTTPS_CERTFILE and HTTPS_KEYFILE, or unset HTTPS_KEYFILE_PASS")
+        return
+    if not keyfile:
+        raise SettingsError("HTTPS_KEYFILE: missing while HTTPS_CERTFILE is set. Please also "
+                            "set HTTPS_KEYFILE, or unset HTTPS_CERTFILE to disable HTTPS")
+    if not certfile:
+        raise SettingsError("HTTPS_CERTFILE: missing while HTTPS_KEYFILE is set. Please also "
+                            "set HTTPS_CERTFILE, or unset HTTPS_KEYFILE to disable HTTPS")
+    try:
+        certificates = load_certificates(certfile)
+    except ValueError as error:
+        raise SettingsError(f"HTTPS_CERTFILE: {error}") from None
+    try:
+        key = load_private_key(keyfile, password)
+    except ValueError as error:
+        raise SettingsError(f"HTTPS_KEYFILE: {error}") from None
+    try:
+        server_options(certificates, key)
+    except ValueError as error:
+        raise SettingsError(f"HTTPS_KEYFILE: {error} ({keyfile!r}, {certfile!r})") from None
 
 
 def _milliseconds():
@@ -372,6 +440,11 @@ def _spec(field, env, check, parse=None):
 _SPECS = (
     _spec("inbound_listen", "INBOUND_PORT", _listener),
     _spec("api_listen", "API_HTTP_PORT", _listener),
+    _spec("inbound_https_listen", "INBOUND_HTTPS_PORT", _tls_listener),
+    _spec("api_https_listen", "API_HTTPS_PORT", _tls_listener),
+    _spec("https_certfile", "HTTPS_CERTFILE", _optional_path),
+    _spec("https_keyfile", "HTTPS_KEYFILE", _optional_path),
+    _spec("https_keyfile_pass", "HTTPS_KEYFILE_PASS", _passphrase),
     _spec("host", "HOST", _text),
     _spec("cors", "CORS", _text),
     _spec("examples_enabled", "EXAMPLES_ENABLED", *_boolean()),
@@ -386,6 +459,8 @@ _SPECS = (
     _spec("longpoll_buffer_size", "LONGPOLL_BUFFER_SIZE", *_integer(1)),
     _spec("longpoll_session_ttl", "LONGPOLL_SESSION_TTL", _check_seconds, _parse_seconds),
     _spec("send_queue_limit", "SEND_QUEUE_LIMIT", *_integer(1024)),
+    _spec("recovery_history_size", "RECOVERY_HISTORY_SIZE", *_integer(0)),
+    _spec("recovery_history_age", "RECOVERY_HISTORY_AGE", _check_seconds, _parse_seconds),
     _spec("max_request_bytes", "MAX_REQUEST_BYTES", *_integer(1)),
     _spec("jwt_secret_key", "JWT_SECRET_KEY", _secret),
     _spec("jwt_alg", "JWT_ALG", _jwt_algorithm),

@@ -339,3 +339,33 @@ async def test_a_healed_partition_converges(make_gateway):
         return alive and blacklisted and apis
 
     await eventually(converged, 20, "convergence after the partition heals")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reconnecting_client_recovers_events_published_on_another_node(make_gateway):
+    """The node keeps its interest in a closed connection's types while the
+    client may come back, so events published elsewhere meanwhile still reach
+    its history; a position from another node is never taken for one of ours."""
+    a, b, _ = await three_nodes(make_gateway)
+    query = "?subscriptions=" + subs_query([{"eventType": "greeting"}])
+    first = await b.sse(query)
+    await first.next_message()
+    last = (await first.next_message())["id"]
+
+    def b_interested():
+        return b.service.cluster.node_name in a.service.cluster.interest.owners_with("greeting")
+
+    await eventually(b_interested, message="interest replicated to a")
+    first.disconnect()
+    await within(first.closed)
+    await deferLater(reactor, 1.0)  # several interest rounds: b must still be interested
+    assert b_interested()
+    await a.publish(greeting("x", "while-away"))
+    await eventually(lambda: b.hub.history.position_of("while-away") is not None,
+                     message="the event in b's history")
+    second = await b.sse(query, headers=[("Last-Event-ID", last)])
+    assert (await second.next_event())["data"]["recovered"] is True
+    await second.next_event()
+    assert (await second.next_event())["id"] == "while-away"
+    elsewhere = await a.sse(query, headers=[("Last-Event-ID", last)])
+    assert (await elsewhere.next_event())["data"]["recovered"] is False

@@ -15,7 +15,8 @@ async def test_connect_without_parameters_gets_welcome_and_empty_set(gateway):
     assert client.headers["access-control-allow-origin"] == "*"
     created = await client.next_message()
     assert created["event"] == "rig.connection.create"
-    assert "id" not in created  # rig events carry no id: the browser keeps its last real one
+    # rig events carry the current position, so a reconnect resumes from here
+    assert created["id"].endswith(".0")
     assert created["data"]["source"] == "rig"
     assert created["data"]["specversion"] == "1.0"
     assert created["data"]["data"]["connection_token"]
@@ -35,10 +36,10 @@ async def test_matching_events_arrive_with_exact_framing(gateway):
     message = await client.next_message()
     assert message["event"] == "greeting"
     assert message["data"]["id"] == "a1"  # bob's event was not delivered
-    frame = b"event: greeting\ndata: " + body + b"\n\n"
-    assert frame in client.body
-    assert client.body.count(b"id: ") == 1
-    assert b"\nid: " in client.body or client.body.startswith(b"id: ")
+    position = gateway.hub.history.position_id()
+    frame = b"id: " + position + b"\nevent: greeting\ndata: " + body + b"\n\n"
+    assert client.body.endswith(frame)
+    assert position.endswith(b".2")  # bob's event took position 1
 
 
 @pytest_twisted.ensureDeferred

@@ -8,6 +8,7 @@ import pytest
 
 from rig.settings import Settings, SettingsError, env_names
 from rig.subscriptions.extractors import ExtractorConfig
+from tests.certs import PASSWORD, make_certificate
 
 ETC_TOML = os.path.join(os.path.dirname(__file__), os.pardir, "etc", "rig.toml")
 
@@ -59,6 +60,11 @@ def test_env_names():
         "DNS_NAME",
         "INBOUND_PORT",
         "API_HTTP_PORT",
+        "INBOUND_HTTPS_PORT",
+        "API_HTTPS_PORT",
+        "HTTPS_CERTFILE",
+        "HTTPS_KEYFILE",
+        "HTTPS_KEYFILE_PASS",
         "HOST",
         "CORS",
         "EXAMPLES_ENABLED",
@@ -73,6 +79,8 @@ def test_env_names():
         "LONGPOLL_BUFFER_SIZE",
         "LONGPOLL_SESSION_TTL",
         "SEND_QUEUE_LIMIT",
+        "RECOVERY_HISTORY_SIZE",
+        "RECOVERY_HISTORY_AGE",
         "MAX_REQUEST_BYTES",
     }
 
@@ -362,3 +370,184 @@ def test_etc_rig_toml_extractor_examples_load():
     for example in examples:
         settings = Settings.from_mapping(tomllib.loads(example), {})
         assert settings.extractors.field_names("greeting") == {"name"}
+
+
+# --- HTTPS (spec Part B 1.1) ---------------------------------------------------
+
+
+@pytest.fixture
+def cert(tmp_path):
+    return make_certificate(tmp_path)
+
+
+def test_https_defaults():
+    settings = Settings.load(None, {})
+    assert settings.inbound_https_listen == "tcp:4001"
+    assert settings.api_https_listen == "tcp:4011"
+    assert settings.https_certfile is None
+    assert settings.https_keyfile is None
+    assert settings.https_keyfile_pass is None
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("4443", "tcp:4443"),
+        ("tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1"),
+        ("unix:/run/rig-https.sock", "unix:/run/rig-https.sock"),
+    ],
+)
+def test_https_listener_forms(value, expected):
+    settings = Settings.from_mapping({}, {"INBOUND_HTTPS_PORT": value, "API_HTTPS_PORT": value})
+    assert settings.inbound_https_listen == settings.api_https_listen == expected
+
+
+def test_https_listener_from_file_int():
+    settings = Settings.from_mapping({"inbound_https_port": 8443, "api_https_port": 0}, {})
+    assert (settings.inbound_https_listen, settings.api_https_listen) == ("tcp:8443", "tcp:0")
+
+
+@pytest.mark.parametrize("env", ["INBOUND_HTTPS_PORT", "API_HTTPS_PORT"])
+@pytest.mark.parametrize("value", ["abc", "65536", "ssl:4001:privateKey=k.pem:certKey=c.pem"])
+def test_bad_https_listener_names_the_variable(env, value):
+    assert error_for(environ={env: value}).startswith(f"{env}: ")
+
+
+def test_certificate_and_key_enable_https(cert):
+    settings = Settings.from_mapping(
+        {}, {"HTTPS_CERTFILE": cert.certfile, "HTTPS_KEYFILE": cert.keyfile})
+    assert (settings.https_certfile, settings.https_keyfile) == (cert.certfile, cert.keyfile)
+
+
+def test_https_files_from_the_settings_file(tmp_path, cert):
+    path = write(tmp_path,
+                 f"https_certfile = {cert.certfile!r}\nhttps_keyfile = {cert.keyfile!r}\n")
+    settings = Settings.load(path, {})
+    assert (settings.https_certfile, settings.https_keyfile) == (cert.certfile, cert.keyfile)
+
+
+def test_empty_https_values_in_the_file_mean_unset(tmp_path):
+    path = write(tmp_path, 'https_certfile = ""\nhttps_keyfile = " "\nhttps_keyfile_pass = ""\n')
+    assert Settings.load(path, {}) == Settings()
+
+
+def test_only_the_certificate_asks_for_the_key(cert):
+    message = error_for(environ={"HTTPS_CERTFILE": cert.certfile})
+    assert message.startswith("HTTPS_KEYFILE: ")
+    assert "Please also set HTTPS_KEYFILE" in message
+
+
+def test_only_the_key_asks_for_the_certificate(cert):
+    message = error_for(environ={"HTTPS_KEYFILE": cert.keyfile})
+    assert message.startswith("HTTPS_CERTFILE: ")
+    assert "Please also set HTTPS_CERTFILE" in message
+
+
+def test_certificate_and_password_without_key_asks_for_the_key(cert):
+    message = error_for(environ={"HTTPS_CERTFILE": cert.certfile, "HTTPS_KEYFILE_PASS": "pw"})
+    assert "Please also set HTTPS_KEYFILE" in message
+
+
+def test_only_the_password_is_an_error():
+    message = error_for(environ={"HTTPS_KEYFILE_PASS": "hunter2"})
+    assert message.startswith("HTTPS_KEYFILE_PASS: ")
+    assert "HTTPS_CERTFILE and HTTPS_KEYFILE" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize("env", ["HTTPS_CERTFILE", "HTTPS_KEYFILE"])
+def test_a_missing_file_is_an_error(tmp_path, cert, env):
+    environ = {"HTTPS_CERTFILE": cert.certfile, "HTTPS_KEYFILE": cert.keyfile}
+    environ[env] = str(tmp_path / "missing.pem")
+    message = error_for(environ=environ)
+    assert message.startswith(f"{env}: cannot read ")
+    assert "missing.pem" in message
+
+
+def test_relative_paths_are_relative_to_the_working_directory(tmp_path, cert, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_mapping({}, {
+        "HTTPS_CERTFILE": os.path.basename(cert.certfile),
+        "HTTPS_KEYFILE": os.path.basename(cert.keyfile),
+    })
+    assert settings.https_certfile == os.path.basename(cert.certfile)
+
+
+def test_a_file_that_is_not_pem_is_an_error(tmp_path, cert):
+    junk = write(tmp_path, "not a certificate", name="junk.pem")
+    assert error_for(environ={"HTTPS_CERTFILE": junk, "HTTPS_KEYFILE": cert.keyfile}) == (
+        f"HTTPS_CERTFILE: no PEM certificate in {junk!r}")
+    assert error_for(environ={"HTTPS_CERTFILE": cert.certfile, "HTTPS_KEYFILE": junk}) == (
+        f"HTTPS_KEYFILE: no readable PEM private key in {junk!r}")
+
+
+def test_a_key_of_another_certificate_is_an_error(tmp_path, cert):
+    other = make_certificate(tmp_path, name="other.example")
+    message = error_for(environ={"HTTPS_CERTFILE": cert.certfile, "HTTPS_KEYFILE": other.keyfile})
+    assert message.startswith("HTTPS_KEYFILE: the private key does not belong to the certificate")
+
+
+@pytest.mark.parametrize("key_format", ["pkcs8", "traditional"])
+def test_encrypted_key_with_the_right_password(tmp_path, key_format):
+    cert = make_certificate(tmp_path, key_format=key_format)
+    settings = Settings.from_mapping({}, {
+        "HTTPS_CERTFILE": cert.certfile,
+        "HTTPS_KEYFILE": cert.encrypted_keyfile,
+        "HTTPS_KEYFILE_PASS": PASSWORD,
+    })
+    assert settings.https_keyfile_pass == PASSWORD
+    assert PASSWORD not in repr(settings)
+    assert PASSWORD not in str(settings)
+
+
+@pytest.mark.parametrize("key_format", ["pkcs8", "traditional"])
+def test_encrypted_key_with_a_wrong_password(tmp_path, key_format):
+    cert = make_certificate(tmp_path, key_format=key_format)
+    message = error_for(environ={
+        "HTTPS_CERTFILE": cert.certfile,
+        "HTTPS_KEYFILE": cert.encrypted_keyfile,
+        "HTTPS_KEYFILE_PASS": "not the password",
+    })
+    assert message == (
+        f"HTTPS_KEYFILE: cannot decrypt the key in {cert.encrypted_keyfile!r}: "
+        "wrong HTTPS_KEYFILE_PASS")
+    assert "not the password" not in message
+
+
+def test_encrypted_key_without_a_password(cert):
+    message = error_for(environ={
+        "HTTPS_CERTFILE": cert.certfile, "HTTPS_KEYFILE": cert.encrypted_keyfile})
+    assert message == (
+        f"HTTPS_KEYFILE: the key in {cert.encrypted_keyfile!r} is encrypted; "
+        "set HTTPS_KEYFILE_PASS")
+
+
+def test_a_password_for_a_plain_key_is_not_needed(cert):
+    settings = Settings.from_mapping({}, {
+        "HTTPS_CERTFILE": cert.certfile, "HTTPS_KEYFILE": cert.keyfile,
+        "HTTPS_KEYFILE_PASS": "unused"})
+    assert settings.https_keyfile == cert.keyfile
+
+
+def test_the_password_is_kept_verbatim(tmp_path):
+    cert = make_certificate(tmp_path, password=" spaced pw ")
+    environ = {"HTTPS_CERTFILE": cert.certfile, "HTTPS_KEYFILE": cert.encrypted_keyfile,
+               "HTTPS_KEYFILE_PASS": " spaced pw "}
+    assert Settings.from_mapping({}, environ).https_keyfile_pass == " spaced pw "
+    environ["HTTPS_KEYFILE_PASS"] = "spaced pw"
+    assert "wrong HTTPS_KEYFILE_PASS" in error_for(environ=environ)
+
+
+def test_a_password_that_is_not_a_string_is_not_shown():
+    message = error_for({"https_keyfile_pass": 12345678})
+    assert message.startswith("HTTPS_KEYFILE_PASS: ")
+    assert "12345678" not in message
+
+
+def test_a_certificate_chain_file_is_accepted(tmp_path, cert):
+    intermediate = make_certificate(tmp_path, name="intermediate.example")
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(cert.pem + intermediate.pem)
+    settings = Settings.from_mapping({}, {"HTTPS_CERTFILE": str(chain),
+                                          "HTTPS_KEYFILE": cert.keyfile})
+    assert settings.https_certfile == str(chain)

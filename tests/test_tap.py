@@ -1,5 +1,6 @@
 """``twistd rig``: plugin discovery, option parsing, fatal settings and logging wiring."""
 
+import io
 import json
 import os
 import subprocess
@@ -108,7 +109,10 @@ def test_twistd_gets_a_json_logger_from_the_settings(tmp_path, monkeypatch):
     assert len(lines) == 1
     event = json.loads(lines[0])
     assert event["who"] == "world"
-    assert event["log_namespace"] == "rig.test"
+    assert event["namespace"] == "rig.test"
+    assert event["level"] == "info"
+    assert event["message"] == "hello world"
+    assert event["time"].endswith("+00:00")
 
 
 def test_twistd_logger_defaults_to_stdout_in_the_foreground(monkeypatch, capsys):
@@ -139,6 +143,20 @@ def test_logs_observer_reads_the_environment(monkeypatch, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_json_lines_carry_failures_and_skip_objects():
+    stream = io.StringIO()
+    log = Logger(namespace="rig.test", observer=logs.make_observer("info", "json", stream))
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        log.failure("while dividing {what}", what="one", other=object())
+    event = json.loads(stream.getvalue())
+    assert event["level"] == "critical"
+    assert event["message"] == "while dividing one"
+    assert "ZeroDivisionError" in event["traceback"]
+    assert "other" not in event  # only plain values become fields
+
+
 def test_make_observer_rejects_unknown_format():
     with pytest.raises(ValueError):
         logs.make_observer("info", "xml", sys.stdout)
@@ -157,3 +175,21 @@ def test_twistd_rig_bad_setting_exits_non_zero(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("rig: bad setting: INBOUND_PORT: ")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "which, missing",
+    [("HTTPS_CERTFILE", "HTTPS_KEYFILE"), ("HTTPS_KEYFILE", "HTTPS_CERTFILE")],
+)
+def test_twistd_rig_with_half_the_https_files_exits_1(tmp_path, which, missing):
+    from tests.certs import make_certificate
+
+    cert = make_certificate(tmp_path)
+    path = cert.certfile if which == "HTTPS_CERTFILE" else cert.keyfile
+    result = run_twistd(tmp_path, "-n", "rig", **{which: path})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"rig: bad setting: {missing}: ")
+    assert f"Please also set {missing}" in last
+    assert len(result.stderr.strip().splitlines()) == 1

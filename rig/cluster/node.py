@@ -378,7 +378,7 @@ class ClusterNode(Service):
     def _refresh_interest(self):
         """Publish what changed in this node's partitions: event types with subscribers,
         and sessions with live connections."""
-        delta = self.interest.set_local(self.hub.index.event_types())
+        delta = self.interest.set_local(self.hub.interest_types())
         if delta is not None:
             self._broadcast({"type": "rig.interest", "partitions": delta})
         delta = self.sessions.set_local(self.hub.sessions)

@@ -8,15 +8,17 @@ HEARTBEAT = b": heartbeat\n\n"
 WS_PING = b"\x89\x00"
 
 
-def ws_frame(event, seq):
+def ws_frame(event, position):
     """An unmasked WebSocket text frame holding the event JSON."""
     return PreparedMessage(event.json, False, False, True).payloadHybi
 
 
-def sse_message(event, seq):
-    """``id:``, ``event:`` and one ``data:`` line per line of the JSON (spec 2.3)."""
+def sse_message(event, position):
+    """``id:`` (the history position), ``event:`` and one ``data:`` line per line
+    of the JSON (spec 2.3)."""
     name = event.type.encode("utf-8").replace(b"\n", b" ").replace(b"\r", b" ")
-    head = b"event: " + name + b"\n" if seq is None else b"id: %d\nevent: %s\n" % (seq, name)
+    head = b"event: " + name + b"\n" if position is None else b"id: %s\nevent: %s\n" % (
+        position, name)
     data = event.json
     if b"\n" in data or b"\r" in data:
         lines = _NEWLINES.split(data)
@@ -31,13 +33,13 @@ def chunk(data):
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def sse_chunked_frame(event, seq):
-    return chunk(sse_message(event, seq))
+def sse_chunked_frame(event, position):
+    return chunk(sse_message(event, position))
 
 
-def sse_plain_frame(event, seq):
-    return sse_message(event, seq)
+def sse_plain_frame(event, position):
+    return sse_message(event, position)
 
 
-def longpoll_frame(event, seq):
+def longpoll_frame(event, position):
     return event.json

@@ -35,14 +35,16 @@ class SetupError(Exception):
 
 @attrs.frozen
 class Admission:
-    """An accepted connection's subscriptions and the claims of its JWT (if any)."""
+    """An accepted connection's subscriptions, the claims of its JWT (if any),
+    and the last event id it resumes from (if any)."""
 
     subscriptions: list
     claims: dict | None = None
+    resume: str | None = None
 
     def join(self, hub, connection):
         """Register *connection* and tie it to its JWT's session and lifetime."""
-        hub.register(connection, self.subscriptions)
+        hub.register(connection, self.subscriptions, resume=self.resume)
         if self.claims is not None:
             hub.join_sessions(connection, [self.claims])
 
@@ -58,11 +60,13 @@ def query_arg(args, name):
     return value or None
 
 
-async def admit(hub, args, *, longpoll=False):
+async def admit(hub, args, *, longpoll=False, last_event_id=None):
     """The Admission of a new connection, or SetupError.
 
     Long polling checks the rate limit first and accepts the wrapped
-    ``{"subscriptions": [...]}`` form, as RIG does.
+    ``{"subscriptions": [...]}`` form, as RIG does. The client resumes from
+    *last_event_id* (SSE's ``Last-Event-ID`` header) or else from the
+    ``lastEventId`` query parameter.
     """
     if longpoll and not hub.rate_limit.allow():
         raise SetupError(429, RATE_LIMITED)
@@ -98,4 +102,5 @@ async def admit(hub, args, *, longpoll=False):
             raise SetupError(400, DENIED)
     if not longpoll and not hub.rate_limit.allow():
         raise SetupError(429, RATE_LIMITED)
-    return Admission(unique(inferred + manual), claims)
+    resume = last_event_id or query_arg(args, "lastEventId")
+    return Admission(unique(inferred + manual), claims, resume)

@@ -52,7 +52,9 @@ class SSEConnection:
             self.hub.outbox.push(self, frame)
 
     def send_rig_event(self, event):
-        self.deliver(self.framer(event, None))
+        """RIG's own events carry the current position, so that a client that
+        saw nothing else since still resumes from where it was."""
+        self.deliver(self.framer(event, self.hub.history.position_id()))
 
     def heartbeat(self):
         self.deliver(self._heartbeat)
@@ -82,7 +84,7 @@ class SSEConnection:
         last = b""
         if reason.sse_event is not None:
             last = self.framer(rig_event(reason.sse_event, None, now=self.hub.reactor.seconds()),
-                               None)
+                               self.hub.history.position_id())
         if last:
             write_now(transport, last)
         self.request.finish()
@@ -92,10 +94,16 @@ class SSEConnection:
         self.hub.unregister(self)
 
 
+def _last_event_id(request):
+    """The ``Last-Event-ID`` a reconnecting EventSource sends, as text (None if absent)."""
+    value = request.getHeader(b"last-event-id")
+    return value.decode("utf-8", "replace").strip() or None if value else None
+
+
 async def serve_sse(hub, cors, request):
     """Validate, answer 200 with the stream headers, and register the connection."""
     try:
-        admission = await admit(hub, request.args)
+        admission = await admit(hub, request.args, last_event_id=_last_event_id(request))
     except SetupError as error:
         return respond(request, error.status, error.message, content_type=None)
     if request._disconnected:

@@ -181,7 +181,8 @@ class Forwarder:
         return done
 
     def _failed(self, request, status, message, why, url):
-        self.log.info("Proxy to {url} failed: {why}", url=url, why=why)
+        """Log without the query string: it may carry tokens (``?jwt=``)."""
+        self.log.info("Proxy to {url} failed: {why}", url=url.partition("?")[0], why=why)
         if request._disconnected:
             return NOT_DONE_YET
         return respond(request, status, message)

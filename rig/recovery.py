@@ -1,0 +1,137 @@
+"""Recovery of missed events: a bounded history of what this node published.
+
+Every event published on this node gets a sequence number, and SSE frames
+carry ``id: <epoch>.<seq>``: a position in this node's stream. The epoch is
+random per process, so a position from another node or from before a
+restart is recognised as unknown instead of being misread. WebSocket and
+long-poll clients only see CloudEvents, so they name their last event by its
+CloudEvent ``id``; those ids (and those of the welcome events this node sent)
+are looked up here too.
+
+A reconnecting client is sent the events after its position that match its
+new subscriptions. The answer is *complete* only if none of those positions
+has been evicted (by size or age) since.
+
+So that a node still receives the events a just-disconnected client will ask
+for, the event types of connections that went away keep counting as this
+node's cluster interest for as long as the history keeps events.
+"""
+import collections
+import itertools
+import os
+
+
+class History:
+    """The last ``max_events`` events (none older than ``max_age`` seconds)."""
+
+    def __init__(self, clock, *, max_events=1000, max_age=300.0, epoch=None):
+        self._clock = clock
+        self.max_events = max_events
+        self.max_age = max_age
+        self.epoch = epoch or os.urandom(4).hex()
+        self._prefix = self.epoch.encode("ascii") + b"."
+        self._seq = itertools.count(1)
+        self.last_seq = 0
+        self._entries = collections.deque()  # (seq, time, event)
+        self._by_event_id = {}  # CloudEvent id -> seq of its latest publication here
+        self._markers = collections.deque()  # (time, id, seq): ids of welcome events
+        self._evicted_upto = 0  # every seq up to this one is gone
+        self._lingering = {}  # event type -> time until which it stays of interest
+
+    # -- recording --------------------------------------------------------
+
+    def record(self, event):
+        """Number *event* and keep it; return its position id (bytes, for SSE ``id:``)."""
+        seq = self.last_seq = next(self._seq)
+        if self.max_events:
+            now = self._clock.seconds()
+            self._entries.append((seq, now, event))
+            self._by_event_id[event.id] = seq
+            if len(self._entries) > self.max_events or now - self._entries[0][1] > self.max_age:
+                self._trim(now)
+        else:
+            self._evicted_upto = seq
+        return self._prefix + b"%d" % seq
+
+    def position_id(self, seq=None):
+        """The SSE id of *seq* (default: the current position)."""
+        return self._prefix + b"%d" % (self.last_seq if seq is None else seq)
+
+    def mark(self, event_id):
+        """Remember that *event_id* (a welcome event) was sent at the current position."""
+        if not self.max_events:
+            return
+        now = self._clock.seconds()
+        self._markers.append((now, event_id, self.last_seq))
+        self._by_event_id.setdefault(event_id, self.last_seq)
+        self._trim(now)
+
+    def linger(self, event_types):
+        """Keep *event_types* of interest while a client may still come back for them."""
+        if self.max_events and event_types:
+            until = self._clock.seconds() + self.max_age
+            for event_type in event_types:
+                self._lingering[event_type] = until
+
+    def lingering_types(self):
+        now = self._clock.seconds()
+        expired = [name for name, until in self._lingering.items() if until <= now]
+        for name in expired:
+            del self._lingering[name]
+        return set(self._lingering)
+
+    def _trim(self, now):
+        entries, by_id = self._entries, self._by_event_id
+        oldest = now - self.max_age
+        while entries and (len(entries) > self.max_events or entries[0][1] < oldest):
+            seq, _, event = entries.popleft()
+            self._evicted_upto = seq
+            if by_id.get(event.id) == seq:
+                del by_id[event.id]
+        markers = self._markers
+        limit = 4 * self.max_events  # welcome ids of many short connections stay bounded too
+        while markers and (len(markers) > limit or markers[0][0] < oldest
+                           or markers[0][2] < self._evicted_upto):
+            _, event_id, seq = markers.popleft()
+            if by_id.get(event_id) == seq and not self._is_event(event_id, seq):
+                del by_id[event_id]
+
+    def _is_event(self, event_id, seq):
+        entries = self._entries
+        if not entries or seq < entries[0][0]:
+            return False
+        entry = entries[seq - entries[0][0]]
+        return entry[2].id == event_id
+
+    # -- replay -----------------------------------------------------------
+
+    def position_of(self, last_event_id):
+        """The sequence number *last_event_id* names here, or None if unknown."""
+        if not last_event_id:
+            return None
+        epoch, dot, number = last_event_id.rpartition(".")
+        if dot and epoch == self.epoch and number.isdigit():
+            seq = int(number)
+            return seq if seq <= self.last_seq else None
+        return self._by_event_id.get(last_event_id)
+
+    def since(self, last_event_id):
+        """``(complete, [(position_id, event), ...])``: what came after *last_event_id*.
+
+        Not complete when the id is unknown here or events after it were evicted.
+        """
+        now = self._clock.seconds()
+        if self._entries and now - self._entries[0][1] > self.max_age:
+            self._trim(now)
+        seq = self.position_of(last_event_id)
+        if seq is None:
+            return False, []
+        complete = seq >= self._evicted_upto
+        entries = self._entries
+        start = 0 if not entries else max(0, seq + 1 - entries[0][0])
+        missed = [(self._prefix + b"%d" % entry[0], entry[2])
+                  for entry in itertools.islice(entries, start, None)]
+        return complete, missed
+
+    def __len__(self):
+        return len(self._entries)

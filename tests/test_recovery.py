@@ -1,0 +1,222 @@
+"""Recovery of missed events (issue 7): history, Last-Event-ID and lastEventId."""
+import json
+
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from rig.events import parse_structured
+from rig.recovery import History
+from tests.support import greeting, subs_query, within
+from tests.test_e2e_longpoll import LP, cookies_of, poll
+
+ALICE = [{"eventType": "greeting", "oneOf": [{"name": "alice"}]}]
+
+
+def event(event_id, name="alice", event_type="greeting"):
+    return parse_structured(json.dumps({
+        "specversion": "1.0", "type": event_type, "source": "t", "id": event_id,
+        "data": {"name": name}}).encode())
+
+
+# -- the history on a clock --------------------------------------------------
+
+
+def test_positions_name_this_epoch_only():
+    history = History(Clock(), epoch="e1")
+    assert history.record(event("a")) == b"e1.1"
+    assert history.record(event("b")) == b"e1.2"
+    assert history.position_of("e1.1") == 1
+    assert history.position_of("e2.1") is None  # another node, or before a restart
+    assert history.position_of("e1.3") is None  # not yet published here
+    assert history.position_of("a") == 1  # a CloudEvent id (WebSocket, long polling)
+    assert history.position_of("nope") is None
+
+
+def test_since_returns_what_followed_in_order():
+    history = History(Clock(), epoch="e1")
+    for name in "abcd":
+        history.record(event(name))
+    complete, missed = history.since("e1.2")
+    assert complete
+    assert [(position, e.id) for position, e in missed] == [(b"e1.3", "c"), (b"e1.4", "d")]
+    assert history.since("e1.4") == (True, [])
+    assert history.since("b")[1][0][1].id == "c"
+
+
+def test_size_bound_makes_older_positions_incomplete():
+    history = History(Clock(), max_events=2, epoch="e1")
+    for name in "abcd":
+        history.record(event(name))
+    assert len(history) == 2
+    complete, missed = history.since("e1.1")  # b was evicted: cannot be complete
+    assert not complete and [e.id for _, e in missed] == ["c", "d"]
+    assert history.since("e1.2")[0]  # everything after b is still here
+    assert history.since("a") == (False, [])  # its id is forgotten with it
+
+
+def test_age_bound_evicts_old_events():
+    clock = Clock()
+    history = History(clock, max_age=10.0, epoch="e1")
+    history.record(event("a"))
+    clock.advance(6)
+    history.record(event("b"))
+    clock.advance(6)
+    complete, missed = history.since("e1.0")
+    assert not complete and [e.id for _, e in missed] == ["b"]
+    assert history.since("e1.1") == (True, [missed[0]])
+
+
+def test_welcome_ids_are_positions_and_expire():
+    clock = Clock()
+    history = History(clock, max_age=10.0, epoch="e1")
+    history.record(event("a"))
+    history.mark("welcome-1")
+    history.record(event("b"))
+    complete, missed = history.since("welcome-1")
+    assert complete and [e.id for _, e in missed] == ["b"]
+    clock.advance(11)
+    history.record(event("c"))
+    assert history.since("welcome-1") == (False, [])
+
+
+def test_zero_size_keeps_nothing():
+    history = History(Clock(), max_events=0, epoch="e1")
+    history.record(event("a"))
+    history.mark("w")
+    assert history.since("e1.1") == (True, [])  # nothing came after it
+    assert history.since("e1.0") == (False, [])
+    assert history.since("w") == (False, [])
+
+
+def test_types_of_closed_connections_linger_for_the_history_age():
+    clock = Clock()
+    history = History(clock, max_age=10.0)
+    history.linger({"greeting"})
+    clock.advance(9)
+    assert history.lingering_types() == {"greeting"}
+    clock.advance(2)
+    assert history.lingering_types() == set()
+
+
+# -- end to end ---------------------------------------------------------------
+
+
+async def publish_names(gateway, *names):
+    for name in names:
+        await gateway.publish(greeting(name, f"{name}-id"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_sse_reconnect_with_last_event_id_gets_exactly_the_missed_events(gateway):
+    query = "?subscriptions=" + subs_query(ALICE)
+    first = await gateway.sse(query)
+    await first.welcome()
+    await gateway.publish(greeting("alice", "a1"))
+    seen = await first.next_message()
+    assert seen["data"]["id"] == "a1"
+    first.disconnect()
+    await within(first.closed)
+    await gateway.publish(greeting("alice", "a2"))
+    await gateway.publish(greeting("bob", "b1"))  # does not match: not replayed
+    await gateway.publish(greeting("alice", "a3"))
+    second = await gateway.sse(query, headers=[("Last-Event-ID", seen["id"])])
+    created = await second.next_event()
+    assert created["type"] == "rig.connection.create"
+    assert created["data"]["recovered"] is True
+    assert (await second.next_event())["type"] == "rig.subscriptions_set"
+    replayed = [await second.next_message() for _ in range(2)]
+    assert [m["data"]["id"] for m in replayed] == ["a2", "a3"]
+    assert replayed[1]["id"] == gateway.hub.history.position_id().decode()
+    await gateway.publish(greeting("alice", "a4"))  # then live events, nothing twice
+    assert (await second.next_event())["id"] == "a4"
+    assert second.body.count(b'"id": "a3"') == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_sse_reconnect_after_nothing_but_the_welcome(gateway):
+    query = "?subscriptions=" + subs_query(ALICE)
+    first = await gateway.sse(query)
+    await first.next_message()
+    subscriptions_set = await first.next_message()  # what a browser remembers
+    first.disconnect()
+    await gateway.publish(greeting("alice", "a1"))
+    second = await gateway.sse(query, headers=[("Last-Event-ID", subscriptions_set["id"])])
+    created = await second.next_event()
+    assert created["data"]["recovered"] is True
+    await second.next_event()
+    assert (await second.next_event())["id"] == "a1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_id_older_than_the_history_is_not_recovered(make_gateway):
+    gateway = make_gateway(recovery_history_size=2)
+    query = "?subscriptions=" + subs_query(ALICE)
+    first = await gateway.sse(query)
+    await first.welcome()
+    await gateway.publish(greeting("alice", "a1"))
+    last = (await first.next_message())["id"]
+    first.disconnect()
+    for name, event_id in (("alice", "a2"), ("bob", "b1"), ("alice", "a3")):
+        await gateway.publish(greeting(name, event_id))  # three: a2 falls out
+    second = await gateway.sse(query, headers=[("Last-Event-ID", last)])
+    created = await second.next_event()
+    assert created["data"]["recovered"] is False
+    await second.next_event()
+    # what the history still has is sent anyway: the client may deduplicate
+    assert (await second.next_event())["id"] == "a3"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_id_is_not_recovered_and_a_plain_connect_says_nothing(gateway):
+    query = "?subscriptions=" + subs_query(ALICE)
+    resumed = await gateway.sse(query + "&lastEventId=someone-elses.7")
+    created = await resumed.next_event()
+    assert created["data"]["recovered"] is False
+    plain = await gateway.sse(query)
+    created = await plain.next_event()
+    assert "recovered" not in created["data"]  # RIG's welcome, byte for byte
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_resumes_from_a_cloudevent_id(gateway):
+    query = "?subscriptions=" + subs_query(ALICE)
+    first = await gateway.ws(query)
+    await first.welcome()
+    await gateway.publish(greeting("alice", "w1"))
+    assert (await first.next_event())["id"] == "w1"
+    first.disconnect()
+    await publish_names(gateway, "bob", "alice")
+    second = await gateway.ws(query + "&lastEventId=w1")
+    created = await second.next_event()
+    assert created["data"]["recovered"] is True
+    await second.next_event()
+    assert (await second.next_event())["id"] == "alice-id"
+
+
+@pytest_twisted.ensureDeferred
+async def test_websocket_resumes_from_its_welcome_event_id(gateway):
+    query = "?subscriptions=" + subs_query(ALICE)
+    first = await gateway.ws(query)
+    await first.next_event()
+    subscriptions_set = await first.next_event()
+    first.disconnect()
+    await publish_names(gateway, "alice")
+    second = await gateway.ws(query + "&lastEventId=" + subscriptions_set["id"])
+    assert (await second.next_event())["data"]["recovered"] is True
+    await second.next_event()
+    assert (await second.next_event())["id"] == "alice-id"
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_polling_new_session_resumes_from_last_event_id(gateway):
+    await gateway.publish(greeting("alice", "l1"))
+    await publish_names(gateway, "bob", "alice")
+    query = "?subscriptions=" + subs_query(ALICE) + "&lastEventId=l1"
+    response = await gateway.request("GET", LP + query)
+    assert response.code == 200
+    await within(response.text())
+    body, _ = await poll(gateway, cookies_of(response))
+    created, subscriptions, replayed = body["events"]
+    assert created["data"]["recovered"] is True
+    assert subscriptions["type"] == "rig.subscriptions_set"
+    assert replayed["id"] == "alice-id"
