@@ -159,6 +159,7 @@ async def page(driver, make_gateway, request):
     yield browser
     try:
         await browser.screenshot(request.node.name)
+        await deferToThread(driver.delete_all_cookies)  # no long-poll session leaks onward
         await deferToThread(driver.get, "about:blank")
     except WebDriverException as error:  # do not hide the test's own failure
         print(f"browser teardown failed: {error}")
@@ -254,7 +255,6 @@ async def test_index_page_links_every_example(make_gateway, page):
     assert gateway.url("/_rig/v1/events") in await page.text("quickstart")
 
 
-@pytest.mark.xfail(strict=True, reason="recovery not on main yet")
 @pytest_twisted.ensureDeferred
 async def test_recovery_page_resumes_with_last_event_id(make_gateway, page):
     gateway = make_gateway(examples_enabled=True)
