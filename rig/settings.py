@@ -52,6 +52,7 @@ class Settings:
     longpoll_buffer_size: int = 200
     longpoll_session_ttl: float = 3600.0
     send_queue_limit: int = 1048576
+    shutdown_drain_timeout: float = 10.0
     max_request_bytes: int = 8000000
     jwt_secret_key: str = attrs.field(default="", repr=False)
     jwt_alg: str = "HS256"
@@ -365,6 +366,7 @@ _SPECS = (
     _spec("longpoll_buffer_size", "LONGPOLL_BUFFER_SIZE", *_integer(1)),
     _spec("longpoll_session_ttl", "LONGPOLL_SESSION_TTL", _check_seconds, _parse_seconds),
     _spec("send_queue_limit", "SEND_QUEUE_LIMIT", *_integer(1024)),
+    _spec("shutdown_drain_timeout", "SHUTDOWN_DRAIN_TIMEOUT", _check_seconds, _parse_seconds),
     _spec("max_request_bytes", "MAX_REQUEST_BYTES", *_integer(1)),
     _spec("jwt_secret_key", "JWT_SECRET_KEY", _secret),
     _spec("jwt_alg", "JWT_ALG", _jwt_algorithm),

@@ -73,6 +73,7 @@ def test_env_names():
         "LONGPOLL_SESSION_TTL",
         "SEND_QUEUE_LIMIT",
         "MAX_REQUEST_BYTES",
+        "SHUTDOWN_DRAIN_TIMEOUT",
     }
 
 
@@ -361,3 +362,13 @@ def test_etc_rig_toml_extractor_examples_load():
     for example in examples:
         settings = Settings.from_mapping(tomllib.loads(example), {})
         assert settings.extractors.field_names("greeting") == {"name"}
+
+
+def test_shutdown_drain_timeout():
+    assert Settings().shutdown_drain_timeout == 10.0
+    environ = {"SHUTDOWN_DRAIN_TIMEOUT": "2.5"}
+    assert Settings.from_mapping({}, environ).shutdown_drain_timeout == 2.5
+    assert Settings.from_mapping({"shutdown_drain_timeout": 30}, {}).shutdown_drain_timeout == 30.0
+    for bad in ("0", "-1", "soon"):
+        message = error_for(environ={"SHUTDOWN_DRAIN_TIMEOUT": bad})
+        assert message.startswith("SHUTDOWN_DRAIN_TIMEOUT: ")
