@@ -9,6 +9,7 @@ the index and builds each kind's frame once.
 """
 import itertools
 
+from twisted.internet.defer import gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -70,6 +71,7 @@ class Hub:
         self.forwarders = []  # callables(event): the cluster sends events on to other nodes
         self.remote = None  # the cluster node, when there is one: calls to owning nodes
         self.redis = None  # the Redis source, when REDIS_URL is set (for readiness)
+        self.closing = False  # shutting down: new connections are refused
         self.connections = {}
         self.sessions = {}  # session id -> set of local connections
         self._ids = itertools.count(1)
@@ -261,9 +263,21 @@ class Hub:
                 self.log.failure("heartbeat of {connection!r}", connection=connection)
 
     def close_all(self):
-        """Close every connection (shutdown): WebSockets go away, streams end."""
+        """Close every connection (shutdown): WebSockets go away, streams end.
+
+        From now on new connections are refused, so clients reconnect to
+        another node. Returns a Deferred that fires once the connections that
+        close with a handshake (WebSockets) are gone, so their close frames
+        are on the wire before the process exits.
+        """
+        self.closing = True
+        waits = []
         for connection in list(self.connections.values()):
             try:
-                connection.close(SHUTDOWN)
+                gone = connection.close(SHUTDOWN)
             except Exception:
                 self.log.failure("closing {connection!r}", connection=connection)
+                continue
+            if gone is not None:
+                waits.append(gone)
+        return gatherResults(waits, consumeErrors=True)

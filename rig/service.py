@@ -1,10 +1,15 @@
 """The service tree: hub first, then the internal and inbound listeners (HTTP, then HTTPS).
 
 Listeners start last and stop first (MultiService stops children in reverse),
-and the hub closes every frontend connection on the way out.
+and the hub closes every frontend connection on the way out. A stop is a
+drain: stop accepting, tell systemd, leave the cluster, close WebSockets
+(1001) and end SSE streams, and let requests in progress (proxied ones above
+all) finish for up to ``SHUTDOWN_DRAIN_TIMEOUT`` seconds.
 """
+import signal
+
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -20,6 +25,7 @@ from rig.proxy.redis_target import RedisTarget
 from rig.proxy.store import ApiStore
 from rig.recovery import History
 from rig.streams.source import RedisSource
+from rig.systemd import SystemdService
 from rig.tls import load_server_options, tls_factory
 from rig.web.inbound import inbound_site
 from rig.web.internal import internal_site
@@ -31,14 +37,19 @@ def _address_of(host):
 
 
 class ListenerService(Service):
-    """Listens on a Twisted endpoint description; a bind error fails start-up at once."""
+    """Listens on a Twisted endpoint description; a bind error fails start-up at once.
+
+    With a *drain_timeout*, stopping also drains the factory (a ``RigSite``):
+    requests in progress may finish for that many seconds.
+    """
 
     log = Logger()
 
-    def __init__(self, reactor, description, factory):
+    def __init__(self, reactor, description, factory, drain_timeout=None):
         self._reactor = reactor
         self.description = description
         self.factory = factory
+        self.drain_timeout = drain_timeout
         self.port = None
 
     def privilegedStartService(self):
@@ -67,14 +78,38 @@ class ListenerService(Service):
         port, self.port = self.port, None
         if port is None:
             return None
-        return maybeDeferred(port.stopListening)
+        stopped = maybeDeferred(port.stopListening)
+        if self.drain_timeout is None:
+            return stopped
+        self.log.info("{name}: no longer accepting connections; requests in progress may "
+                      "finish for {timeout} s", name=self.name, timeout=self.drain_timeout)
+        started = self._reactor.seconds()
+        drained = self.factory.drain(self._reactor, self.drain_timeout)
+        drained.addCallback(self._drained, started)
+        return gatherResults([stopped, drained], consumeErrors=True)
+
+    def _drained(self, aborted, started):
+        took = self._reactor.seconds() - started
+        if aborted:
+            self.log.warn("{name}: {count} connections still busy after the {timeout} s "
+                          "drain were closed", name=self.name, count=aborted,
+                          timeout=self.drain_timeout)
+        else:
+            self.log.info("{name}: drained in {seconds:.3f} s", name=self.name, seconds=took)
 
 
 class HubService(Service):
-    """Runs the hub's timers and closes its connections on shutdown."""
+    """Runs the hub's timers and closes its connections on shutdown.
 
-    def __init__(self, hub):
+    The stop waits (at most *close_timeout* seconds) for the WebSocket closing
+    handshakes, so the 1001 close frames reach the clients before the process exits.
+    """
+
+    log = Logger()
+
+    def __init__(self, hub, close_timeout=None):
         self.hub = hub
+        self.close_timeout = close_timeout
 
     def startService(self):
         super().startService()
@@ -82,22 +117,65 @@ class HubService(Service):
 
     def stopService(self):
         super().stopService()
-        self.hub.close_all()
+        self.log.info("Closing {count} frontend connections", count=len(self.hub.connections))
+        closed = self.hub.close_all()
         self.hub.stop()
+        if self.close_timeout is not None:
+            closed.addTimeout(self.close_timeout, self.hub.reactor,
+                              onTimeoutCancel=self._close_timed_out)
+        return closed
+
+    def _close_timed_out(self, _result, timeout):
+        self.log.warn("WebSocket closing handshakes unfinished after {timeout} s", timeout=timeout)
 
 
 class RigService(MultiService):
     """The whole gateway, built from settings with no I/O until started."""
 
     log = Logger()
+    systemd = None
 
     def __init__(self, hub):
         super().__init__()
         self.hub = hub
 
+    def startService(self):
+        super().startService()
+        if self.systemd is not None:  # every listener bound synchronously above
+            self.systemd.ready(self._ready_status())
+
+    def _ready_status(self):
+        """What ``systemctl status`` shows: where the listeners are (ports may be 0 in config)."""
+        parts = []
+        for name in ("inbound", "internal"):
+            address = self.address(name)
+            if hasattr(address, "port"):
+                parts.append(f"{name} on {address.host}:{address.port}")
+            else:
+                parts.append(f"{name} on {getattr(address, 'name', address)}")
+        return "Ready: " + ", ".join(parts)
+
+    def stopService(self):
+        """Stop every child; after a stop caused by SIGTERM, twistd then exits with status 0.
+
+        twistd re-raises the signal that stopped the reactor once it is done,
+        so the exit status would read "killed by SIGTERM" even after a complete
+        drain. SIGTERM is how a service manager asks for the stop, so a
+        finished stop clears it (SIGINT, Ctrl-C, is left alone).
+        """
+        stopped = super().stopService()
+        return stopped.addCallback(self._clear_exit_signal)
+
+    def _clear_exit_signal(self, result):
+        reactor = self.hub.reactor
+        if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+            reactor._exitSignal = None
+        return result
+
     @classmethod
     def build(cls, settings, reactor, environ=None, swim_config=None):
-        """The service tree; *environ* is only read for ``proxy.use_env`` target hosts."""
+        """The service tree; *environ* is read for ``proxy.use_env`` target hosts and for
+        systemd's ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``."""
         node = f"rig@{settings.node_host}"
         codec = TokenCodec.from_cookie(node, settings.node_cookie)
         hub = Hub(
@@ -113,7 +191,7 @@ class RigService(MultiService):
         )
         service = cls(hub)
         service.settings = settings
-        HubService(hub).setServiceParent(service)
+        HubService(hub, close_timeout=settings.shutdown_drain_timeout).setServiceParent(service)
         store = ApiStore(reactor, node)
         for api in settings.proxy_config:
             store.create(api)
@@ -155,12 +233,18 @@ class RigService(MultiService):
             )
             service.cluster.setName("cluster")
             service.cluster.setServiceParent(service)
+        # just before the listeners: stopped right after them, before the cluster leaves
+        service.systemd = SystemdService.from_environ(reactor, environ or {})
+        service.systemd.setName("systemd")
+        service.systemd.setServiceParent(service)
         internal = ListenerService(reactor, settings.api_listen,
-                                   internal_site(hub, settings, store, correlations))
+                                   internal_site(hub, settings, store, correlations),
+                                   drain_timeout=settings.shutdown_drain_timeout)
         internal.setName("internal")
         internal.setServiceParent(service)
         inbound = ListenerService(reactor, settings.inbound_listen,
-                                  inbound_site(hub, settings, proxy))
+                                  inbound_site(hub, settings, proxy),
+                                  drain_timeout=settings.shutdown_drain_timeout)
         inbound.setName("inbound")
         inbound.setServiceParent(service)
         cls._add_https(service, settings, reactor)

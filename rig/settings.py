@@ -61,6 +61,7 @@ class Settings:
     send_queue_limit: int = 1048576
     recovery_history_size: int = 1000
     recovery_history_age: float = 300.0
+    shutdown_drain_timeout: float = 10.0
     max_request_bytes: int = 8000000
     jwt_secret_key: str = attrs.field(default="", repr=False)
     jwt_alg: str = "HS256"
@@ -461,6 +462,7 @@ _SPECS = (
     _spec("send_queue_limit", "SEND_QUEUE_LIMIT", *_integer(1024)),
     _spec("recovery_history_size", "RECOVERY_HISTORY_SIZE", *_integer(0)),
     _spec("recovery_history_age", "RECOVERY_HISTORY_AGE", _check_seconds, _parse_seconds),
+    _spec("shutdown_drain_timeout", "SHUTDOWN_DRAIN_TIMEOUT", _check_seconds, _parse_seconds),
     _spec("max_request_bytes", "MAX_REQUEST_BYTES", *_integer(1)),
     _spec("jwt_secret_key", "JWT_SECRET_KEY", _secret),
     _spec("jwt_alg", "JWT_ALG", _jwt_algorithm),

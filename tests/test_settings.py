@@ -82,6 +82,7 @@ def test_env_names():
         "RECOVERY_HISTORY_SIZE",
         "RECOVERY_HISTORY_AGE",
         "MAX_REQUEST_BYTES",
+        "SHUTDOWN_DRAIN_TIMEOUT",
     }
 
 
@@ -551,3 +552,13 @@ def test_a_certificate_chain_file_is_accepted(tmp_path, cert):
     settings = Settings.from_mapping({}, {"HTTPS_CERTFILE": str(chain),
                                           "HTTPS_KEYFILE": cert.keyfile})
     assert settings.https_certfile == str(chain)
+
+
+def test_shutdown_drain_timeout():
+    assert Settings().shutdown_drain_timeout == 10.0
+    environ = {"SHUTDOWN_DRAIN_TIMEOUT": "2.5"}
+    assert Settings.from_mapping({}, environ).shutdown_drain_timeout == 2.5
+    assert Settings.from_mapping({"shutdown_drain_timeout": 30}, {}).shutdown_drain_timeout == 30.0
+    for bad in ("0", "-1", "soon"):
+        message = error_for(environ={"SHUTDOWN_DRAIN_TIMEOUT": bad})
+        assert message.startswith("SHUTDOWN_DRAIN_TIMEOUT: ")

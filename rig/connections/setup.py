@@ -11,6 +11,7 @@ import attrs
 
 from rig.auth.checks import CheckRequest
 from rig.auth.jwt import InvalidJWT
+from rig.connections.closing import SHUTDOWN
 from rig.subscriptions.model import (
     SubscriptionError,
     decode_subscriptions_param,
@@ -21,16 +22,19 @@ from rig.subscriptions.model import (
 BAD_REQUEST = "Bad request."
 RATE_LIMITED = "Reached maximum number of connections"
 DENIED = "Subscription denied (not authorized)."
+SHUTTING_DOWN = "Shutting down."
 
 
 class SetupError(Exception):
-    """A refused connection: HTTP *status* and *message*, WebSocket *close_reason*."""
+    """A refused connection: HTTP *status* and *message*, WebSocket *close_code* and
+    *close_reason*."""
 
-    def __init__(self, status, message, close_reason=BAD_REQUEST):
+    def __init__(self, status, message, close_reason=BAD_REQUEST, close_code=1000):
         super().__init__(message)
         self.status = status
         self.message = message
         self.close_reason = close_reason
+        self.close_code = close_code
 
 
 @attrs.frozen
@@ -68,6 +72,9 @@ async def admit(hub, args, *, longpoll=False, last_event_id=None):
     *last_event_id* (SSE's ``Last-Event-ID`` header) or else from the
     ``lastEventId`` query parameter.
     """
+    if hub.closing:  # this node is shutting down: connect to another one
+        raise SetupError(503, SHUTTING_DOWN, close_reason=SHUTDOWN.ws_reason,
+                         close_code=SHUTDOWN.ws_code)
     if longpoll and not hub.rate_limit.allow():
         raise SetupError(429, RATE_LIMITED)
     text = query_arg(args, "subscriptions")

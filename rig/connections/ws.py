@@ -1,12 +1,14 @@
 """WebSocket: ``GET /_rig/v1/connection/ws`` (spec Part B 2.4), mounted in the inbound Site.
 
 The upgrade always succeeds; validation runs once the socket is open, and a
-refusal is a close frame (code 1000) with RIG's reason. The protocol object
-is itself the hub connection, to keep an idle connection small.
+refusal is a close frame (code 1000, or 1001 while the node shuts down) with
+RIG's reason. The protocol object is itself the hub connection, to keep an
+idle connection small.
 """
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.defer import ensureDeferred
+from autobahn.util import encode_truncate
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from rig.connections.closing import SHUTDOWN
@@ -57,7 +59,9 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         try:
             admission = await admit(hub, query)
         except SetupError as error:
-            self.sendClose(1000, error.close_reason)
+            # not sendClose: it refuses 1001, the code for "this node is going away"
+            self.sendCloseFrame(code=error.close_code, isReply=False,
+                                reasonUtf8=encode_truncate(error.close_reason, 123))
             return
         if self.state != self.STATE_OPEN:
             return  # the client left while we were checking
@@ -122,6 +126,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=1008, reasonUtf8=TOO_SLOW.encode(), isReply=False)
 
     def close(self, reason=SHUTDOWN):
+        """Send the close frame; the Deferred returned fires once the connection is gone."""
         hub = self.factory.hub
         hub.unregister(self)
         hub.outbox.flush()  # what was queued for this connection goes out before the close
@@ -129,6 +134,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(
                 code=reason.ws_code, reasonUtf8=(reason.ws_reason or "").encode(), isReply=False
             )
+        return _fired_with(self.is_closed)
 
 
 class RigWebSocketFactory(WebSocketServerFactory):
@@ -143,6 +149,18 @@ class RigWebSocketFactory(WebSocketServerFactory):
             maxMessagePayloadSize=65536,
             perMessageCompressionAccept=lambda offers: None,
         )
+
+
+def _fired_with(source):
+    """A new Deferred firing (with None) when *source* does; *source*'s result is untouched."""
+    fired = Deferred()
+
+    def fire(result):
+        fired.callback(None)
+        return result
+
+    source.addBoth(fire)
+    return fired
 
 
 def websocket_resource(hub):

@@ -1,8 +1,9 @@
 """Small pieces shared by both HTTP listeners: a bounded request, a site, a router."""
 import re
+import weakref
 from inspect import iscoroutine
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -49,7 +50,10 @@ class BoundedRequest(server.Request):
 
 
 class RigChannel(http.HTTPChannel):
-    """Room for 16 KB header values (long JWTs and SAML tokens), as RIG allows."""
+    """Room for 16 KB header values (long JWTs and SAML tokens), as RIG allows.
+
+    Known to its site while open, so a shutdown can drain it (see :meth:`RigSite.drain`).
+    """
 
     MAX_LENGTH = 32768
     totalHeadersSize = 65536
@@ -57,10 +61,35 @@ class RigChannel(http.HTTPChannel):
     def connectionMade(self):
         super().connectionMade()
         no_delay(self.transport)
+        self.site.channel_opened(self)
+
+    def connectionLost(self, reason):
+        self.site.channel_closed(self)
+        super().connectionLost(reason)
+
+    def checkPersistence(self, request, version):
+        """While the site drains, every response is the connection's last."""
+        if self.site.draining:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
+
+    def close_when_done(self):
+        """Close now when no request is in progress, else right after its response.
+
+        Closing (rather than aborting) sends what is still buffered first.
+        """
+        self.persistent = False
+        if not self.requests:
+            self.loseConnection()
+            return
+        for request in self.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"connection", [b"close"])
 
 
 class RigSite(server.Site):
-    """No access log lines, no tracebacks to clients, bounded bodies."""
+    """No access log lines, no tracebacks to clients, bounded bodies, a bounded drain."""
 
     displayTracebacks = False
     noisy = False
@@ -71,9 +100,59 @@ class RigSite(server.Site):
         super().__init__(resource, requestFactory=BoundedRequest, **kwargs)
         self.max_request_bytes = max_request_bytes
         self.max_proxy_body_bytes = max_proxy_body_bytes
+        # Weak, in case a channel whose transport was taken over (a WebSocket) is not
+        # forgotten with channel_closed: it never hears connectionLost.
+        self._channels = weakref.WeakSet()
+        self.draining = False
+        self._busy = set()  # channels the drain waits for
+        self._drained = None
 
     def log(self, request):
         pass
+
+    def channel_opened(self, channel):
+        self._channels.add(channel)
+        if self.draining:
+            self._busy.add(channel)
+            channel.close_when_done()
+
+    def channel_closed(self, channel):
+        """*channel* is closed, or its connection now belongs to someone else."""
+        self._channels.discard(channel)
+        busy = self._busy
+        if channel in busy:
+            busy.discard(channel)
+            if not busy and self._drained is not None:
+                drained, self._drained = self._drained, None
+                drained.callback(0)
+
+    def drain(self, reactor, timeout):
+        """Let requests in progress finish, then close: for a shutdown, after stopListening.
+
+        Idle keep-alive connections close at once; busy ones close right after
+        their current response (``Connection: close``), so nothing new starts
+        on them. Returns a Deferred firing with the number of connections still
+        open after *timeout* seconds, which are then aborted (0 when all
+        finished in time). Connections taken over by a WebSocket are not
+        waited for here: the hub closes those.
+        """
+        self.draining = True
+        for channel in list(self._channels):
+            if channel.transport is not None:
+                self._busy.add(channel)
+                channel.close_when_done()
+        if not self._busy:
+            return succeed(0)
+        self._drained = Deferred()
+        return self._drained.addTimeout(timeout, reactor, onTimeoutCancel=self._drain_timed_out)
+
+    def _drain_timed_out(self, _result, timeout):
+        self._drained = None
+        busy, self._busy = self._busy, set()
+        for channel in busy:
+            if channel.transport is not None:
+                channel.transport.abortConnection()
+        return len(busy)
 
 
 def respond(request, status, body=b"", content_type=TEXT, headers=()):

@@ -22,6 +22,16 @@ def events_preflight(cors, request):
     ])
 
 
+def upgrade_to_websocket(websocket, request):
+    """Hand the connection to the WebSocket; its HTTP channel is then no longer the site's
+    to drain (the hub closes WebSockets on shutdown)."""
+    channel = request.channel
+    result = websocket.render(request)
+    if channel.transport is None:
+        channel.site.channel_closed(channel)
+    return result
+
+
 def inbound_resource(hub, settings, proxy):
     cors = settings.cors.encode("utf-8")
     websocket = websocket_resource(hub)
@@ -37,7 +47,7 @@ def inbound_resource(hub, settings, proxy):
             b"GET": partial(serve_sse, hub, cors),
             b"POST": partial(serve_sse, hub, cors),
         }),
-        (r"/_rig/v1/connection/ws", {b"GET": websocket.render}),
+        (r"/_rig/v1/connection/ws", {b"GET": partial(upgrade_to_websocket, websocket)}),
         (r"/_rig/v1/connection/longpolling", {
             b"GET": partial(serve_longpoll, hub, settings, cors),
             b"OPTIONS": partial(longpoll_preflight, cors),
