@@ -47,6 +47,7 @@ class Settings:
     node_cookie: str | None = attrs.field(default=None, repr=False)
     log_level: str = "info"
     log_fmt: str = "text"
+    prometheus_metrics_enabled: bool = True
     heartbeat_interval: float = 15.0
     longpoll_wait: float = 5.0
     longpoll_buffer_size: int = 200
@@ -172,6 +173,25 @@ def _integer(minimum):
         if not _INTEGER_TEXT.fullmatch(text.strip()):
             raise ValueError(f"must be an integer >= {minimum}, got {text!r}")
         return check(int(text))
+
+    return check, parse
+
+
+def _boolean():
+    """A TOML boolean; in the environment true/false (or 1/0, yes/no), any case."""
+
+    def check(value):
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
+        return value
+
+    def parse(text):
+        word = text.strip().lower()
+        if word in ("true", "1", "yes"):
+            return True
+        if word in ("false", "0", "no"):
+            return False
+        raise ValueError(f"must be true or false, got {text!r}")
 
     return check, parse
 
@@ -360,6 +380,7 @@ _SPECS = (
     _spec("node_cookie", "NODE_COOKIE", _secret),
     _spec("log_level", "LOG_LEVEL", parse_level),
     _spec("log_fmt", "LOG_FMT", parse_format),
+    _spec("prometheus_metrics_enabled", "PROMETHEUS_METRICS_ENABLED", *_boolean()),
     _spec("heartbeat_interval", "HEARTBEAT_INTERVAL", _check_seconds, _parse_seconds),
     _spec("longpoll_wait", "LONGPOLL_WAIT", _check_seconds, _parse_seconds),
     _spec("longpoll_buffer_size", "LONGPOLL_BUFFER_SIZE", *_integer(1)),
