@@ -5,30 +5,20 @@ import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from rig.metrics import stats as stats_module
 from rig.metrics.registry import build_metrics
 from rig.metrics.stats import Buckets, ProxyStats
 from rig.settings import Settings, SettingsError
-from rig.streams.source import parse_redis_url
 from tests.support import greeting, subs_query, within
-from tests.test_cluster import start_node
+from tests.test_cluster import eventually, start_node
 from tests.test_e2e_backpressure import bulk
-from tests.test_redis_source import JOB, redis_api
+from tests.test_redis_source import JOB, redis_api, redis_gateway
 
 GREETINGS = "?subscriptions=" + subs_query([{"eventType": "greeting"}])
 BULK = "?subscriptions=" + subs_query([{"eventType": "bulk"}])
 LP = "/_rig/v1/connection/longpolling"
-
-
-async def eventually(predicate, seconds=10.0, what="condition"):
-    for _ in range(int(seconds / 0.05)):
-        if predicate():
-            return
-        await deferLater(reactor, 0.05)
-    raise AssertionError(f"{what} not reached within {seconds} s")
 
 
 class Scrape:
@@ -133,7 +123,7 @@ async def test_metrics_follow_real_traffic(make_gateway, stub_server):
     assert "rig_consumed_events" not in scraped.families  # no Redis configured
 
     ws.disconnect()
-    await eventually(lambda: len(gateway.hub.connections) == 1, what="ws gone")
+    await eventually(lambda: len(gateway.hub.connections) == 1, message="ws gone")
     scraped = await metrics(gateway)
     assert scraped.value("rig_connections", transport="ws") == 0
     assert scraped.value("rig_subscriptions_total") == 1
@@ -212,7 +202,7 @@ def test_proxy_paths_beyond_the_series_limit_share_one_label(monkeypatch):
     stats = ProxyStats()
     for path in ("/a", "/b", "/c", "/d", "/a"):
         stats.record("GET", path, "N/A", "N/A", "not_found")
-    assert stats.requests == {
+    assert stats.counts == {
         ("GET", "/a", "N/A", "N/A", "not_found"): 2,
         ("GET", "/b", "N/A", "N/A", "not_found"): 1,
         ("GET", "(other)", "N/A", "N/A", "not_found"): 2,
@@ -236,7 +226,7 @@ async def test_slow_clients_are_counted_and_logged_with_the_reason(make_gateway,
         assert (await reader.next_event())["id"] == str(number)
         if len(gateway.hub.connections) == 1:
             break
-    await eventually(lambda: len(gateway.hub.connections) == 1, what="slow clients dropped")
+    await eventually(lambda: len(gateway.hub.connections) == 1, message="slow clients dropped")
 
     scraped = await metrics(gateway)
     assert scraped.value("rig_slow_clients_total", transport="ws") == 1
@@ -304,9 +294,8 @@ async def test_a_long_poll_session_losing_unread_events_counts_as_slow(make_gate
 
 @pytest_twisted.ensureDeferred
 async def test_redis_consumption_and_consumer_lag(make_gateway, redis_server):
-    gateway = make_gateway(redis_url=parse_redis_url(redis_server.url), proxy_config=(
-        redis_api("jobs"),))
-    await eventually(lambda: gateway.service.redis.healthy, what="consumer connected")
+    gateway, source = await redis_gateway(make_gateway, redis_server,
+                                          proxy_config=(redis_api("jobs"),))
     client = await gateway.ws(GREETINGS)
     await client.welcome()
     redis = await redis_server.client()
@@ -347,7 +336,7 @@ async def test_redis_consumption_and_consumer_lag(make_gateway, redis_server):
     finally:
         await redis.disconnect()
     redis_server.stop()  # a Redis that is gone leaves the lag out; the scrape still answers
-    await eventually(lambda: not gateway.service.redis.healthy, what="Redis seen as down")
+    await eventually(lambda: not source.healthy, message="Redis seen as down")
     scraped = await metrics(gateway)
     assert "rig_redis_consumer_lag" not in {sample.name for sample in scraped.samples}
     assert scraped.value("rig_consumed_events_total", source="redis", topic="rig") == 3
@@ -356,7 +345,7 @@ async def test_redis_consumption_and_consumer_lag(make_gateway, redis_server):
 @pytest_twisted.ensureDeferred
 async def test_cluster_members_by_state_and_events_from_peers(make_gateway):
     a = start_node(make_gateway)
-    await eventually(lambda: a.service.cluster.membership is not None, what="a listening")
+    await eventually(lambda: a.service.cluster.membership is not None, message="a listening")
     b = start_node(make_gateway, seeds=[a.service.cluster.links.address])
 
     def alive_on_both():
@@ -364,7 +353,7 @@ async def test_cluster_members_by_state_and_events_from_peers(make_gateway):
                    and [m.state for m in node.service.cluster.members()] == ["alive"] * 2
                    for node in (a, b))
 
-    await eventually(alive_on_both, what="two alive members")
+    await eventually(alive_on_both, message="two alive members")
     scraped = await metrics(a)
     assert scraped.value("rig_cluster_members", state="alive") == 2
     assert scraped.value("rig_cluster_members", state="suspect") == 0
@@ -373,7 +362,7 @@ async def test_cluster_members_by_state_and_events_from_peers(make_gateway):
     await client.welcome()
     await eventually(lambda: a.service.cluster.node_name
                      in b.service.cluster.interest.owners_with("greeting"),
-                     what="interest known on b")
+                     message="interest known on b")
     await b.publish(greeting("x", "from-b"))
     assert (await client.next_event())["id"] == "from-b"
     scraped = await metrics(a)
@@ -384,7 +373,7 @@ async def test_cluster_members_by_state_and_events_from_peers(make_gateway):
     b_name = b.service.cluster.node_name
     await b.stop()
     await eventually(lambda: a.service.cluster.membership.member(b_name).state == "left",
-                     what="b seen as left")
+                     message="b seen as left")
     scraped = await metrics(a)
     assert scraped.value("rig_cluster_members", state="alive") == 1
     assert scraped.value("rig_cluster_members", state="left") == 1

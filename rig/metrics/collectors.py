@@ -103,7 +103,7 @@ class ProxyCollector:
         family = CounterMetricFamily(
             "rig_proxy_requests", "Total count of requests through RIG proxy.",
             labels=["method", "path", "target", "response_from", "status"])
-        for labels, count in list(stats.requests.items()):
+        for labels, count in list(stats.counts.items()):
             family.add_metric(list(labels), count)
         yield family
         family = HistogramMetricFamily(

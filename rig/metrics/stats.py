@@ -73,17 +73,17 @@ class StreamStats:
 class ProxyStats:
     """Proxied requests by RIG's labels, and their duration by target."""
 
-    __slots__ = ("durations", "requests")
+    __slots__ = ("counts", "durations")
 
     def __init__(self):
-        self.requests = {}  # (method, path, target, response_from, status) -> count
+        self.counts = {}  # (method, path, target, response_from, status) -> requests
         self.durations = {}  # target -> Buckets (seconds)
 
     def record(self, method, path, target, response_from, status, *, seconds=None):
         key = (method, path, target, response_from, status)
-        if key not in self.requests and len(self.requests) >= MAX_PROXY_SERIES:
+        if key not in self.counts and len(self.counts) >= MAX_PROXY_SERIES:
             key = (method, OTHER_PATH, target, response_from, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
+        self.counts[key] = self.counts.get(key, 0) + 1
         if seconds is not None:
             buckets = self.durations.get(target)
             if buckets is None:
