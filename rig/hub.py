@@ -18,6 +18,7 @@ from rig.connections.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
 from rig.connections.outbox import Outbox
 from rig.connections.token import TokenCodec
 from rig.events import rig_event
+from rig.metrics.stats import HubStats
 from rig.recovery import History
 from rig.subscriptions.extractors import ExtractorConfig
 from rig.subscriptions.index import SubscriptionIndex
@@ -66,6 +67,7 @@ class Hub:
         self.outbox = Outbox(reactor)
         self.rate_limit = ConnectionRateLimit(reactor, max_connections_per_minute)
         self.send_queue_limit = send_queue_limit
+        self.stats = HubStats()  # plain counters; the metrics collector reads them
         self.auth = auth or Authority.unconfigured(reactor)
         self.auth.blacklist.on_add(self.kill_session)
         self.forwarders = []  # callables(event): the cluster sends events on to other nodes
@@ -253,7 +255,22 @@ class Hub:
         broadcast = self.outbox.broadcast
         for framer, group in by_framer.items():
             broadcast(framer(event, position), group)
-        return len(targets)
+        count = len(targets)
+        self.stats.deliveries += count  # once per event, never per connection
+        return count
+
+    def slow_client(self, connection, queued, limit, outcome, unit="bytes"):
+        """Count a client that cannot keep up and log why, once per connection.
+
+        The transport decides what happens to it; *outcome* says what, for the log.
+        """
+        self.stats.slow_clients[connection.kind] += 1
+        self.log.info(
+            "Slow {transport} client {local_id}: {queued} {unit} queued, over the limit"
+            " of {limit}; {outcome}",
+            transport=connection.kind, local_id=connection.local_id, queued=queued,
+            unit=unit, limit=limit, outcome=outcome, reason="too slow",
+        )
 
     def _beat(self):
         for connection in list(self.connections.values()):

@@ -17,6 +17,7 @@ from rig.auth.authority import Authority
 from rig.cluster.node import ClusterNode
 from rig.connections.token import TokenCodec
 from rig.hub import Hub
+from rig.metrics.registry import build_metrics
 from rig.proxy.correlation import Correlations
 from rig.proxy.forward import Forwarder
 from rig.proxy.gateway import Proxy
@@ -205,7 +206,7 @@ class RigService(MultiService):
                                 environ=dict(environ or {})),
             correlations=correlations, validator=hub.auth.validator,
             cors=settings.cors.encode("utf-8"), request_log="console" in settings.request_log,
-            async_timeout=settings.proxy_http_async_response_timeout,
+            async_timeout=settings.proxy_http_async_response_timeout, clock=reactor,
         )
         service.store = store
         service.redis = None
@@ -233,12 +234,16 @@ class RigService(MultiService):
             )
             service.cluster.setName("cluster")
             service.cluster.setServiceParent(service)
+        service.metrics = build_metrics(
+            reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,
+            proxy_stats=proxy.stats, redis=service.redis, cluster=service.cluster)
         # just before the listeners: stopped right after them, before the cluster leaves
         service.systemd = SystemdService.from_environ(reactor, environ or {})
         service.systemd.setName("systemd")
         service.systemd.setServiceParent(service)
         internal = ListenerService(reactor, settings.api_listen,
-                                   internal_site(hub, settings, store, correlations),
+                                   internal_site(hub, settings, store, correlations,
+                                                 service.metrics),
                                    drain_timeout=settings.shutdown_drain_timeout)
         internal.setName("internal")
         internal.setServiceParent(service)

@@ -54,6 +54,7 @@ class Settings:
     node_cookie: str | None = attrs.field(default=None, repr=False)
     log_level: str = "info"
     log_fmt: str = "text"
+    prometheus_metrics_enabled: bool = True
     heartbeat_interval: float = 15.0
     longpoll_wait: float = 5.0
     longpoll_buffer_size: int = 200
@@ -455,6 +456,7 @@ _SPECS = (
     _spec("node_cookie", "NODE_COOKIE", _secret),
     _spec("log_level", "LOG_LEVEL", parse_level),
     _spec("log_fmt", "LOG_FMT", parse_format),
+    _spec("prometheus_metrics_enabled", "PROMETHEUS_METRICS_ENABLED", *_boolean()),
     _spec("heartbeat_interval", "HEARTBEAT_INTERVAL", _check_seconds, _parse_seconds),
     _spec("longpoll_wait", "LONGPOLL_WAIT", _check_seconds, _parse_seconds),
     _spec("longpoll_buffer_size", "LONGPOLL_BUFFER_SIZE", *_integer(1)),

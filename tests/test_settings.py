@@ -74,6 +74,7 @@ def test_env_names():
         "NODE_COOKIE",
         "LOG_LEVEL",
         "LOG_FMT",
+        "PROMETHEUS_METRICS_ENABLED",
         "HEARTBEAT_INTERVAL",
         "LONGPOLL_WAIT",
         "LONGPOLL_BUFFER_SIZE",

@@ -16,6 +16,7 @@ class Blacklist:
         self._clock = clock
         self._expiry = {}
         self._listeners = []
+        self.added = 0  # entries ever added here or merged in from a replica (a metric)
         self._purge = LoopingCall(self.purge)
         self._purge.clock = clock
 
@@ -27,6 +28,7 @@ class Blacklist:
         """Blacklist *session* until *expires_at* (or longer if already so)."""
         if expires_at > self._expiry.get(session, float("-inf")):
             self._expiry[session] = expires_at
+        self.added += 1
         self._notify(session)
 
     def merge(self, entries):
@@ -36,6 +38,7 @@ class Blacklist:
             if expires_at > self._expiry.get(session, float("-inf")):
                 self._expiry[session] = expires_at
                 if not was_live and session in self:
+                    self.added += 1
                     self._notify(session)
 
     def expires_at(self, session):

@@ -297,6 +297,7 @@ class ClusterNode(Service):
             self.log.warn("Dropped a bad event from {address}: {error}", address=address,
                           error=str(error))
             return
+        self.hub.stats.received["cluster"] += 1
         self.hub.publish_local(event)
 
     # -- calls to the node that owns a connection or a waiting request ---------------

@@ -41,6 +41,8 @@ class LongPollSession:
         self._next_id = 1
         self._parked = None  # (request, cursor, timeout call)
         self._answer_call = None
+        self._seen = 0  # the newest event id handed to the client
+        self._overflowed = False
 
     def __repr__(self):
         return f"<LongPollSession {self.local_id}>"
@@ -51,7 +53,12 @@ class LongPollSession:
         self.write_frame(frame)  # a buffer append: nothing to coalesce
 
     def write_frame(self, frame):
-        self.buffer.append((self._next_id, frame))
+        buffer = self.buffer
+        if len(buffer) == buffer.maxlen and buffer[0][0] > self._seen and not self._overflowed:
+            self._overflowed = True  # an event the client has not seen is lost: say so once
+            self.hub.slow_client(self, len(buffer), buffer.maxlen, "oldest events dropped",
+                                 unit="events")
+        buffer.append((self._next_id, frame))
         self._next_id += 1
         if self._parked is not None and self._answer_call is None:
             # answer at the end of this reactor turn, so a burst goes out in one response
@@ -95,13 +102,12 @@ class LongPollSession:
         return waiting
 
     def _after(self, cursor):
-        """The buffered frames newer than *cursor*, and the newest id."""
-        try:
-            since = int(cursor)
-        except (TypeError, ValueError):
-            since = 0
+        """The buffered frames newer than *cursor*, and the newest id; all of them now
+        count as seen (a client that lost the answer asks again with an older cursor)."""
+        since = _event_number(cursor)
         events = [frame for event_id, frame in self.buffer if event_id > since]
         last_id = str(self.buffer[-1][0]) if self.buffer else cursor
+        self._seen = max(since, self.buffer[-1][0]) if self.buffer else since
         return events, last_id
 
     def _answer_parked(self):
@@ -129,6 +135,14 @@ class LongPollSession:
 
     def _respond(self, request, events, last_id):
         return poll_response(request, self.token, self._cors, events, last_id)
+
+
+def _event_number(cursor):
+    """A client's cursor as an event id (0 before the first event)."""
+    try:
+        return int(cursor)
+    except (TypeError, ValueError):
+        return 0
 
 
 def poll_response(request, token, cors, events, last_id):

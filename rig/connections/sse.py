@@ -65,11 +65,9 @@ class SSEConnection:
         transport = self.transport
         if transport is None or not write_now(transport, data):
             return
-        if buffered_bytes(transport) > self.hub.send_queue_limit:
-            self.log.info(
-                "Dropping slow SSE client {local_id}: {queued} bytes queued",
-                local_id=self.local_id, queued=buffered_bytes(transport),
-            )
+        queued = buffered_bytes(transport)
+        if queued > self.hub.send_queue_limit:
+            self.hub.slow_client(self, queued, self.hub.send_queue_limit, "stream ended")
             self.hub.unregister(self)
             self.transport = None
             transport.abortConnection()

@@ -117,12 +117,10 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         if not write_now(transport, data):
             return
         queued = buffered_bytes(transport)
-        if queued > self.factory.hub.send_queue_limit:
-            self.log.info(
-                "Dropping slow WebSocket client {local_id}: {queued} bytes queued",
-                local_id=self.local_id, queued=queued,
-            )
-            self.factory.hub.unregister(self)
+        hub = self.factory.hub
+        if queued > hub.send_queue_limit:
+            hub.slow_client(self, queued, hub.send_queue_limit, "closed 1008 " + TOO_SLOW)
+            hub.unregister(self)
             self.sendCloseFrame(code=1008, reasonUtf8=TOO_SLOW.encode(), isReply=False)
 
     def close(self, reason=SHUTDOWN):

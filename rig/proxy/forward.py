@@ -17,6 +17,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import NOT_DONE_YET
 
+from rig.proxy.gateway import Outcome
 from rig.web.http import respond
 
 HOP_BY_HOP = frozenset((
@@ -120,14 +121,17 @@ class Forwarder:
         self._by_address = by_address
         self._environ = environ
 
-    async def forward(self, request, route, extra_query=None):
+    async def forward(self, request, route, extra_query=None, outcome=None):
         """Forward and answer; returns the backend's status or None when there was none.
 
         With *extra_query* (``correlation=...``), a backend 202 is handed back
-        to the caller instead of being sent (``response_from`` waits).
+        to the caller instead of being sent (``response_from`` waits). A failure
+        is named on *outcome* (a :class:`rig.proxy.gateway.Outcome`) for the metrics.
         """
+        outcome = outcome if outcome is not None else Outcome()
         method = request.method
         if method not in FORWARDED_METHODS:
+            outcome.status = "bad_request"
             return respond(request, 405, "Method not allowed.")
         base, host, port = target_base(route.api, self._environ)
         path = forwarded_path(route, request.path.decode("utf-8", "replace"))
@@ -155,9 +159,12 @@ class Forwarder:
             response = await asking
         except Exception as error:  # refused, reset, cancelled, TLS: no response
             if timed_out:
+                outcome.status = "request_timeout"
                 return self._failed(request, 504, "Gateway timeout.", "timeout", url)
             if request._disconnected:
+                outcome.status = None
                 return NOT_DONE_YET  # the client went away and we cancelled
+            outcome.status = "unreachable"
             return self._failed(request, 502, "Bad gateway.", repr(error), url)
         finally:
             if timer.active():

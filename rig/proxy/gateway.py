@@ -6,6 +6,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from rig.auth.checks import authorization_tokens
 from rig.auth.jwt import InvalidJWT
+from rig.metrics.stats import ProxyStats
 from rig.web.http import authorization_values, respond
 
 NOT_FOUND = b'{"message":"Not Found"}'
@@ -20,11 +21,21 @@ class AsyncAnswer:
     body: bytes
 
 
+@attrs.define
+class Outcome:
+    """How a proxied request ended, in RIG's metric words (``rig_proxy_requests_total``
+    status); None when the client left first (not counted)."""
+
+    status: str | None = "ok"
+
+
 class Proxy:
     log = Logger()
 
     def __init__(self, *, store, forwarder, correlations, validator, cors, request_log,
-                 async_timeout, redis_target=None):
+                 async_timeout, clock, redis_target=None, stats=None):
+        self._clock = clock
+        self.stats = stats if stats is not None else ProxyStats()
         self._store = store
         self._forwarder = forwarder
         self._correlations = correlations
@@ -47,11 +58,14 @@ class Proxy:
         return fallback
 
     async def __call__(self, request, **_groups):
+        method = request.method.decode("latin-1")
         path = request.path.decode("utf-8", "replace")
-        route = self.match(request.method.decode("latin-1"), path)
+        route = self.match(method, path)
         if route is None:
+            self.stats.record(method, path, "N/A", "N/A", "not_found")
             return respond(request, 404, NOT_FOUND, content_type=None)
         if route.secured and not self._authenticated(request, route):
+            # not counted, as in RIG
             return respond(request, 401, "Authentication failed.", content_type=None,
                            headers=self._cors_headers())
         if self._request_log:
@@ -61,20 +75,32 @@ class Proxy:
                 path_regex=route.endpoint["path_regex"],
                 target_url=route.api["proxy"]["target_url"], request_path=path,
             )
+        started = self._clock.seconds()
+        outcome = Outcome()
+        result = await self._dispatch(request, route, outcome)
+        if outcome.status is not None:
+            endpoint = route.endpoint
+            self.stats.record(method, path, endpoint.get("target", "http"),
+                              endpoint.get("response_from", "http"), outcome.status,
+                              seconds=self._clock.seconds() - started)
+        return result
+
+    async def _dispatch(self, request, route, outcome):
         if route.endpoint.get("target") == "redis":
             if self.redis_target is None:
+                outcome.status = "unreachable"
                 return respond(request, 503, "Redis is not configured (REDIS_URL).")
-            return await self.redis_target.handle(request, route)
+            return await self.redis_target.handle(request, route, outcome)
         if route.endpoint.get("response_from") in ("http_async", "redis"):
             # the answer comes later, from /v3/responses or the Redis response stream
-            return await self._forward_and_wait(request, route)
-        return await self._forwarder.forward(request, route)
+            return await self._forward_and_wait(request, route, outcome)
+        return await self._forwarder.forward(request, route, outcome=outcome)
 
-    async def _forward_and_wait(self, request, route):
+    async def _forward_and_wait(self, request, route, outcome):
         correlation_id, answered = self._correlations.open(self._async_timeout)
         request.notifyFinish().addErrback(lambda _: answered.cancel())
         accepted = await self._forwarder.forward(
-            request, route, extra_query="correlation=" + correlation_id
+            request, route, extra_query="correlation=" + correlation_id, outcome=outcome
         )
         if not hasattr(accepted, "code"):  # answered directly (not 202), or failed
             self._correlations.cancel(correlation_id)
@@ -82,8 +108,10 @@ class Proxy:
         try:
             answer = await answered
         except defer.TimeoutError:
+            outcome.status = "response_timeout"
             return respond(request, 504, b"", headers=self._cors_headers())
         except defer.CancelledError:
+            outcome.status = None
             return NOT_DONE_YET
         for name, value in answer.headers:
             request.responseHeaders.addRawHeader(name, value)

@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.web.server import NOT_DONE_YET
 
 from rig.proxy.forward import forwarded_path
+from rig.proxy.gateway import Outcome
 from rig.web.http import request_body, respond
 
 USAGE = (" Send a CloudEvent: a JSON object with at least specversion, type, source and id,"
@@ -48,18 +49,24 @@ class RedisTarget:
         self._cors_headers = cors_headers
         self._timeout = timeout
 
-    async def handle(self, request, route):
+    async def handle(self, request, route, outcome=None):
+        """Publish the request; *outcome* (a :class:`rig.proxy.gateway.Outcome`) is told
+        how it ended, for the metrics."""
+        outcome = outcome if outcome is not None else Outcome()
         headers = self._cors_headers(b"content-type,authorization")
         if request.method == b"OPTIONS":
             return respond(request, 204, headers=headers)
         if self._source is None:
+            outcome.status = "unreachable"
             return respond(request, 503, "Redis is not configured (REDIS_URL).", headers=headers)
         try:
             event = json.loads(request_body(request).decode("utf-8"))
         except ValueError:
+            outcome.status = "bad_request"
             return respond(request, 400, "Bad request: expected a JSON encoded request body."
                            + USAGE, headers=headers)
         if not isinstance(event, dict) or "specversion" not in event:
+            outcome.status = "bad_request"
             return respond(request, 400, "Bad request: the body does not look like a CloudEvent."
                            + USAGE, headers=headers)
         waiting = route.endpoint.get("response_from") == "redis"
@@ -75,14 +82,17 @@ class RedisTarget:
                 answered.cancel()
             self._source.log.warn("Could not add a proxied request to {stream}: {error}",
                                   stream=route.endpoint["topic"], error=str(error))
+            outcome.status = "unreachable"
             return respond(request, 503, "Redis is unavailable.", headers=headers)
         if not waiting:
             return respond(request, 202, "Accepted.", headers=headers)
         try:
             answer = await answered
         except defer.TimeoutError:
+            outcome.status = "response_timeout"
             return respond(request, 504, b"", headers=headers)
         except defer.CancelledError:
+            outcome.status = None
             return NOT_DONE_YET
         for name, value in answer.headers:
             request.responseHeaders.addRawHeader(name, value)

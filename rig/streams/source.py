@@ -21,6 +21,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from rig.events import EventError, parse_http, parse_structured
+from rig.metrics.stats import StreamStats
 
 
 @attrs.frozen
@@ -86,6 +87,7 @@ class RedisSource(Service):
         self._sleeping = None
         self.healthy = False
         self.counts = {"consumed": 0, "invalid": 0, "claimed": 0}
+        self.stream_stats = {stream: StreamStats() for stream in streams}  # event streams only
 
     def startService(self):
         super().startService()
@@ -109,6 +111,21 @@ class RedisSource(Service):
         if self._producer is None:
             return defer.fail(ConnectionError("not connected to Redis"))
         return self._producer.execute_command("XADD", stream, "*", "event", event_json)
+
+    async def consumer_lag(self):
+        """``{stream: entries the group has yet to read}`` (Redis 7 ``XINFO GROUPS``);
+        a stream whose lag Redis cannot tell is left out. Asked on the producer
+        connection: the consumer's is busy with a blocking read."""
+        if self._producer is None:
+            raise ConnectionError("not connected to Redis")
+        lags = {}
+        for stream in self.streams:
+            groups = await self._producer.execute_command("XINFO", "GROUPS", stream)
+            for flat in groups or ():
+                info = dict(zip(flat[::2], flat[1::2], strict=False))
+                if info.get("name") == self.group and info.get("lag") is not None:
+                    lags[stream] = int(info["lag"])
+        return lags
 
     async def _run(self):
         attempt = 0
@@ -213,15 +230,23 @@ class RedisSource(Service):
                 self._answer(entry_id, fields)
                 done.append(entry_id)
                 continue
+            stats = self.stream_stats.get(stream)
+            started = self._reactor.seconds()
             try:
                 event = event_from_entry(fields)
             except (EventError, ValueError, TypeError) as error:
                 self.counts["invalid"] += 1
                 self.log.warn("Skipping stream entry {stream} {entry_id}: {error}",
                               stream=stream, entry_id=entry_id, error=str(error))
+                if stats is not None:
+                    stats.failed += 1
             else:
                 self.counts["consumed"] += 1
+                self.hub.stats.received["redis"] += 1
                 self.hub.publish(event)
+            if stats is not None:
+                stats.consumed += 1
+                stats.duration_ms.observe((self._reactor.seconds() - started) * 1000.0)
             done.append(entry_id)
         if done:
             await self._connection.execute_command("XACK", stream, self.group, *done)

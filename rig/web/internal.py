@@ -5,6 +5,7 @@ from functools import partial
 from rig.web.apis_api import create_api, delete_api, get_api, list_apis, update_api
 from rig.web.blacklist_api import add_to_blacklist, check_blacklist
 from rig.web.http import JSON, TEXT, RigSite, Router, respond
+from rig.web.metrics_api import serve_metrics
 from rig.web.publish import publish_event
 from rig.web.responses_api import post_response
 
@@ -37,10 +38,11 @@ def health(request):
     return respond(request, 200, b"OK", TEXT)
 
 
-def internal_resource(hub, settings, store, correlations):
+def internal_resource(hub, settings, store, correlations, metrics):
     publish = {b"POST": partial(publish_event, hub)}
     routes = [
         (r"/health", {b"GET": health}),
+        (r"/metrics", {b"GET": partial(serve_metrics, metrics)}),
         (r"/v3/messages", publish),
         (r"/v2/messages", publish),
         (r"/v[23]/session-blacklist", {b"POST": partial(add_to_blacklist, hub)}),
@@ -61,6 +63,6 @@ def internal_resource(hub, settings, store, correlations):
     return Router(routes, fallback=not_found)
 
 
-def internal_site(hub, settings, store, correlations):
-    return RigSite(internal_resource(hub, settings, store, correlations),
+def internal_site(hub, settings, store, correlations, metrics):
+    return RigSite(internal_resource(hub, settings, store, correlations, metrics),
                    max_request_bytes=settings.max_request_bytes)

@@ -22,5 +22,6 @@ async def publish_event(hub, request, extra_headers=(), check=None):
         ))
         if not allowed:
             return respond(request, 403, "Submission denied.", headers=extra_headers)
+    hub.stats.received["http"] += 1
     hub.publish(event)
     return respond(request, 202, event.json, JSON, headers=extra_headers)
