@@ -118,6 +118,8 @@ class Hub:
             complete, missed = self.history.since(resume)
             welcome["recovered"] = complete
             missed = self._matching(subscriptions, missed)
+            self.stats.recoveries["complete" if complete else "incomplete"] += 1
+            self.stats.replayed += len(missed)
         self._send_welcome(connection, rig_event(
             "rig.connection.create", welcome, now=self.reactor.seconds()))
         self.set_subscriptions(connection, subscriptions)

@@ -8,6 +8,7 @@ from rig.events import parse_structured
 from rig.recovery import History
 from tests.support import greeting, subs_query, within
 from tests.test_e2e_longpoll import LP, cookies_of, poll
+from tests.test_metrics import metrics
 
 ALICE = [{"eventType": "greeting", "oneOf": [{"name": "alice"}]}]
 
@@ -130,6 +131,11 @@ async def test_sse_reconnect_with_last_event_id_gets_exactly_the_missed_events(g
     await gateway.publish(greeting("alice", "a4"))  # then live events, nothing twice
     assert (await second.next_event())["id"] == "a4"
     assert second.body.count(b'"id": "a3"') == 1
+    scraped = await metrics(gateway)
+    assert scraped.value("rig_recoveries_total", outcome="complete") == 1
+    assert scraped.value("rig_recoveries_total", outcome="incomplete") == 0
+    assert scraped.value("rig_replayed_events_total") == 2
+    assert scraped.value("rig_history_events") == 5
 
 
 @pytest_twisted.ensureDeferred

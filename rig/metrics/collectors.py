@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from rig.cluster.membership import STATES
 from rig.connections.outbox import buffered_bytes
-from rig.metrics.stats import EVENT_SOURCES, TRANSPORTS
+from rig.metrics.stats import EVENT_SOURCES, RECOVERY_OUTCOMES, TRANSPORTS
 
 BLACKLIST_NAME = "SessionBlacklist"
 SOCKET_TRANSPORTS = ("ws", "sse")
@@ -71,6 +71,18 @@ class HubCollector:
         for kind in TRANSPORTS:
             family.add_metric([kind], stats.slow_clients[kind])
         yield family
+        family = CounterMetricFamily(
+            "rig_recoveries", "Reconnects that asked for missed events (Last-Event-ID or"
+            " lastEventId), by whether the history still covered them.", labels=["outcome"])
+        for outcome in RECOVERY_OUTCOMES:
+            family.add_metric([outcome], stats.recoveries[outcome])
+        yield family
+        yield CounterMetricFamily(
+            "rig_replayed_events", "Missed events sent to reconnecting clients.",
+            value=stats.replayed)
+        yield GaugeMetricFamily(
+            "rig_history_events", "Events held for recovery (RECOVERY_HISTORY_SIZE at most).",
+            value=len(hub.history))
 
 
 class BlacklistCollector:

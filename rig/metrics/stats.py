@@ -8,6 +8,7 @@ from bisect import bisect_left
 
 EVENT_SOURCES = ("http", "redis", "cluster")
 TRANSPORTS = ("ws", "sse", "longpoll")
+RECOVERY_OUTCOMES = ("complete", "incomplete")
 
 # RIG's buckets for rig_consumed_event_processing_duration_milliseconds
 CONSUMED_MS_BUCKETS = (1, 2, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000)
@@ -51,12 +52,14 @@ class Buckets:
 class HubStats:
     """What the hub and the transports count: events in, frames out, slow clients."""
 
-    __slots__ = ("deliveries", "received", "slow_clients")
+    __slots__ = ("deliveries", "received", "recoveries", "replayed", "slow_clients")
 
     def __init__(self):
         self.deliveries = 0  # frames handed to frontend connections
         self.received = dict.fromkeys(EVENT_SOURCES, 0)  # events published, by where from
         self.slow_clients = dict.fromkeys(TRANSPORTS, 0)
+        self.recoveries = dict.fromkeys(RECOVERY_OUTCOMES, 0)  # reconnects with a last id
+        self.replayed = 0  # missed events sent to reconnecting clients
 
 
 class StreamStats:
