@@ -25,10 +25,18 @@ _HANDSHAKE_LEFTOVERS = (
 )
 
 
+class _NoDebugLogger(Logger):
+    """autobahn logs the raw opening handshake at debug level, ``?jwt=`` and all;
+    a client's token must never reach the logs, so its debug events are dropped."""
+
+    def debug(self, format=None, **kwargs):
+        pass
+
+
 class RigWebSocketProtocol(WebSocketServerProtocol):
     kind = "ws"
     framer = staticmethod(ws_frame)
-    log = Logger()
+    log = _NoDebugLogger()
 
     local_id = None
     token = None
