@@ -1,4 +1,6 @@
+import pytest
 import pytest_twisted
+from twisted.logger import globalLogPublisher
 
 from tests.support import Gateway
 
@@ -49,3 +51,12 @@ async def redis_server(tmp_path):
     await server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def log_events():
+    """Every log event published while the test runs."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

@@ -8,7 +8,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from rig.cluster.links import ClusterLinks, LinkProtocol, _Peer, encode_frame
 
@@ -43,15 +43,6 @@ class Inbox:
 
     def bodies(self):
         return [message for _address, message in self.messages]
-
-
-@pytest.fixture
-def logged():
-    """Log events published while the test runs."""
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def warnings(events, text):
@@ -115,14 +106,14 @@ def test_frames_are_compact_json_with_big_endian_length():
     assert written[4:].startswith(b'{"t":"hello","v":1,"node":"alpha"')
 
 
-def test_wrong_cookie_is_refused_and_logged(logged):
+def test_wrong_cookie_is_refused_and_logged(log_events):
     alpha, beta = fake_links("alpha"), fake_links("beta", cookie="other")
     client = connect_fake(alpha, outgoing_to="beta.example:7946")
     server = connect_fake(beta)
     pump(client, server)
     assert not client.is_open and not server.is_open
     assert client.transport.disconnecting and server.transport.disconnecting
-    refused = warnings(logged, "wrong cookie")
+    refused = warnings(log_events, "wrong cookie")
     assert any("192.168.1.1:54321" in line and "alpha.example:7946" in line for line in refused)
 
 
@@ -150,14 +141,14 @@ def test_own_hello_reflected_back_is_refused():
     assert server.transport.disconnecting and server.state == "closed"
 
 
-def test_handshake_timeout_closes_silent_connection(logged):
+def test_handshake_timeout_closes_silent_connection(log_events):
     alpha = fake_links("alpha", handshake_timeout=5)
     server = connect_fake(alpha)
     alpha.reactor.advance(4.9)
     assert not server.transport.disconnecting
     alpha.reactor.advance(0.2)
     assert server.transport.disconnecting
-    assert warnings(logged, "no handshake within 5s")
+    assert warnings(log_events, "no handshake within 5s")
     assert alpha.reactor.getDelayedCalls() == []
 
 
@@ -169,17 +160,17 @@ def test_handshake_timeout_closes_silent_connection(logged):
     frame(b'{"t":"hello","v":2,"node":"x","addr":"x:1","nonce":"' + b"a" * 64 + b'"}'),
     struct.pack("!I", 1 << 31) + b"x",  # oversized before authentication
 ])
-def test_garbage_closes_the_connection_without_traceback(logged, data):
+def test_garbage_closes_the_connection_without_traceback(log_events, data):
     alpha = fake_links("alpha")
     server = connect_fake(alpha)
     server.dataReceived(data)
     assert server.transport.disconnecting and not server.is_open
     assert alpha.inbox.messages == []
-    assert not [e for e in logged if e.get("log_failure") is not None]
-    assert warnings(logged, "Closing cluster link with 192.168.1.1:54321")
+    assert not [e for e in log_events if e.get("log_failure") is not None]
+    assert warnings(log_events, "Closing cluster link with 192.168.1.1:54321")
 
 
-def test_oversized_frame_after_handshake_closes(logged):
+def test_oversized_frame_after_handshake_closes(log_events):
     alpha, beta = fake_links("alpha"), fake_links("beta", max_message_bytes=100)
     client = connect_fake(alpha, outgoing_to="beta.example:7946")
     server = connect_fake(beta)
@@ -189,18 +180,18 @@ def test_oversized_frame_after_handshake_closes(logged):
                         + frame(encode_frame({"t": "msg", "m": {"x": "y" * 200}})))
     assert beta.inbox.bodies() == [{"ok": 1}]
     assert server.transport.disconnecting
-    assert warnings(logged, "exceeds the limit of 100")
+    assert warnings(log_events, "exceeds the limit of 100")
 
 
-def test_send_never_raises(logged):
+def test_send_never_raises(log_events):
     alpha = fake_links("alpha", max_message_bytes=100)
     alpha.send("nonsense", {"a": 1})
     alpha.send("127.0.0.1:1", {"a": {1, 2}})  # not JSON
     alpha.send("127.0.0.1:1", ["not", "a", "dict"])
     alpha.send("127.0.0.1:1", {"big": "x" * 500})
     assert alpha.peers() == []
-    assert not [e for e in logged if e.get("log_failure") is not None]
-    assert len([e for e in logged if e.get("log_level") == LogLevel.error]) == 4
+    assert not [e for e in log_events if e.get("log_failure") is not None]
+    assert len([e for e in log_events if e.get("log_level") == LogLevel.error]) == 4
 
 
 # -- real loopback TCP -------------------------------------------------------------------
@@ -257,14 +248,15 @@ async def test_three_nodes_all_pairs(make_links):
 
 
 @pytest_twisted.ensureDeferred
-async def test_wrong_cookie_is_refused_over_tcp(make_links, logged):
+async def test_wrong_cookie_is_refused_over_tcp(make_links, log_events):
     a = await make_links("a")
     evil = await make_links("evil", cookie="guess")
     evil.send(a.address, {"take": "over"})
     a.send(evil.address, {"hello": "?"})
-    await until(lambda: len(warnings(logged, "wrong cookie")) >= 2)
+    await until(lambda: len(warnings(log_events, "wrong cookie")) >= 2)
     assert a.inbox.messages == [] and evil.inbox.messages == []
-    assert any("evil" in line and evil.address in line for line in warnings(logged, "wrong cookie"))
+    refused = warnings(log_events, "wrong cookie")
+    assert any("evil" in line and evil.address in line for line in refused)
 
 
 def deferLater(seconds):
@@ -282,7 +274,7 @@ async def until(predicate, step=0.01):
 
 
 @pytest_twisted.ensureDeferred
-async def test_peer_restart_gets_queued_messages_after_reconnect(make_links, logged):
+async def test_peer_restart_gets_queued_messages_after_reconnect(make_links, log_events):
     downs = []
     link_down = defer.Deferred()
 
@@ -309,7 +301,7 @@ async def test_peer_restart_gets_queued_messages_after_reconnect(make_links, log
     await b2.inbox.wait_for(4)
     assert b2.inbox.bodies() == [{"n": 3}, {"n": 4}, {"n": 5}, {"n": 6}]
     assert downs == [address]
-    assert len(warnings(logged, "queue of 3 is full")) == 1
+    assert len(warnings(log_events, "queue of 3 is full")) == 1
 
 
 @pytest_twisted.ensureDeferred

@@ -8,9 +8,7 @@ searched for the secrets.
 """
 import json
 
-import pytest
 import pytest_twisted
-from twisted.logger import globalLogPublisher
 
 from rig.logs import json_line
 from tests.certs import PASSWORD, make_certificate
@@ -21,20 +19,8 @@ SECRET = "jwt-signing-secret-4711"
 COOKIE = "cluster-cookie-0815"
 
 
-@pytest.fixture
-def log_lines():
-    lines = []
-
-    def observe(event):
-        lines.append(json_line(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
-
-
 @pytest_twisted.ensureDeferred
-async def test_no_secret_appears_in_any_log_line(make_gateway, tmp_path, log_lines):
+async def test_no_secret_appears_in_any_log_line(make_gateway, tmp_path, log_events):
     cert = make_certificate(tmp_path)
     gateway = make_gateway(
         jwt_secret_key=SECRET, node_cookie=COOKIE, request_log=("console",),
@@ -70,7 +56,7 @@ async def test_no_secret_appears_in_any_log_line(make_gateway, tmp_path, log_lin
     refused = await gateway.sse(f"?jwt={good}")
     assert (await within(refused.head)).status == 400
 
-    text = "".join(log_lines)
+    text = "".join(json_line(event) for event in log_events)
     assert "Proxy to" in text  # the dead backend was logged, and so was the request
     for secret in (SECRET, COOKIE, PASSWORD, good, forged, expired):
         assert secret not in text

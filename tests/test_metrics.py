@@ -5,7 +5,6 @@ import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.logger import globalLogPublisher
 
 from rig.metrics import stats as stats_module
 from rig.metrics.registry import build_metrics
@@ -53,15 +52,6 @@ def api(api_id, port, path):
     return {"id": api_id, "name": api_id, "proxy": {"target_url": "127.0.0.1", "port": port},
             "version_data": {"default": {"endpoints": [
                 {"id": api_id, "method": "GET", "path_regex": path}]}}}
-
-
-@pytest.fixture
-def log_events():
-    """Every log event emitted while the test runs."""
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest_twisted.ensureDeferred

@@ -155,13 +155,11 @@ async def test_sse_stream_ends_then_the_server_closes_its_connection(make_gatewa
     assert await stopping < 2
 
 
-@pytest_twisted.ensureDeferred
-async def test_request_begun_before_the_stop_is_answered_then_closed(make_gateway):
-    """A request whose head was still arriving gets an answer with ``Connection: close``;
-    an SSE connect then is refused (503), so the client reconnects to another node."""
-    gateway = make_gateway(shutdown_drain_timeout=5.0)
-    client = SplitRequestClient(b"GET /_rig/v1/connection/sse HTTP/1.1\r\n"
-                                b"Host: 127.0.0.1\r\n\r\n")
+async def stop_during_request(gateway, request_bytes):
+    """Send the request line of *request_bytes*, begin the stop, then send the rest.
+
+    Returns the client and the Deferred of the stop (its duration)."""
+    client = SplitRequestClient(request_bytes)
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.inbound_port)
     await within(endpoint.connect(protocol.Factory.forProtocol(lambda: client)))
     site = inbound_site(gateway)
@@ -169,6 +167,16 @@ async def test_request_begun_before_the_stop_is_answered_then_closed(make_gatewa
                 "request line at the server")
     stopping = stop(gateway)
     client.send_the_rest()
+    return client, stopping
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_begun_before_the_stop_is_answered_then_closed(make_gateway):
+    """A request whose head was still arriving gets an answer with ``Connection: close``;
+    an SSE connect then is refused (503), so the client reconnects to another node."""
+    gateway = make_gateway(shutdown_drain_timeout=5.0)
+    client, stopping = await stop_during_request(gateway, b"GET /_rig/v1/connection/sse"
+                                                 b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await within(client.head)
     assert client.status == 503
     assert client.headers["connection"] == "close"
@@ -180,17 +188,11 @@ async def test_request_begun_before_the_stop_is_answered_then_closed(make_gatewa
 async def test_websocket_upgraded_during_the_drain_goes_away_without_holding_it_up(
         make_gateway):
     gateway = make_gateway(shutdown_drain_timeout=5.0)
-    client = SplitRequestClient(
+    client, stopping = await stop_during_request(
+        gateway,
         b"GET /_rig/v1/connection/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         b"Sec-WebSocket-Version: 13\r\n\r\n")
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.inbound_port)
-    await within(endpoint.connect(protocol.Factory.forProtocol(lambda: client)))
-    site = inbound_site(gateway)
-    await until(lambda: any(channel.requests for channel in site._channels), 2,
-                "request line at the server")
-    stopping = stop(gateway)
-    client.send_the_rest()
     try:
         await within(client.head)
         assert client.status == 101
