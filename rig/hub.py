@@ -115,7 +115,8 @@ class Hub:
         welcome = {"connection_token": connection.token}
         missed = ()
         if resume is not None:
-            complete, missed = self.history.since(resume)
+            complete, missed = self.history.since(
+                resume, {subscription.event_type for subscription in subscriptions})
             welcome["recovered"] = complete
             missed = self._matching(subscriptions, missed)
             self.stats.recoveries["complete" if complete else "incomplete"] += 1
@@ -143,7 +144,10 @@ class Hub:
         those of recently closed connections whose clients may come back for them."""
         types = self.index.event_types()
         lingering = self.history.lingering_types()
-        return types | lingering if lingering else types
+        if lingering:
+            types |= lingering
+        self.history.note_interest(types)
+        return types
 
     def unregister(self, connection):
         if self.connections.pop(connection.local_id, None) is None:

@@ -15,10 +15,18 @@ has been evicted (by size or age) since.
 So that a node still receives the events a just-disconnected client will ask
 for, the event types of connections that went away keep counting as this
 node's cluster interest for as long as the history keeps events.
+
+In a cluster a CloudEvent id may also be known to a node the client was never
+connected to, whose history lacks the event types nobody there subscribed to.
+So there, resuming from an event id is complete only if this node has wanted
+every subscribed type since (with a grace for peers to learn of it).
 """
 import collections
 import itertools
 import os
+
+# peers learn of a node's new interest within one refresh (0.5 s) and a hop
+INTEREST_GRACE = 2.0
 
 
 class History:
@@ -37,6 +45,7 @@ class History:
         self._markers = collections.deque()  # (time, id, seq): ids of welcome events
         self._evicted_upto = 0  # every seq up to this one is gone
         self._lingering = {}  # event type -> time until which it stays of interest
+        self._interest_since = None  # in a cluster: event type -> since when it is wanted
 
     # -- recording --------------------------------------------------------
 
@@ -73,6 +82,17 @@ class History:
             for event_type in event_types:
                 self._lingering[event_type] = until
 
+    def note_interest(self, event_types):
+        """Record which types this node asks the cluster for (called on every refresh)."""
+        since = self._interest_since
+        if since is None:
+            since = self._interest_since = {}
+        for gone in since.keys() - event_types:
+            del since[gone]
+        now = self._clock.seconds()
+        for event_type in event_types:
+            since.setdefault(event_type, now)
+
     def lingering_types(self):
         now = self._clock.seconds()
         expired = [name for name, until in self._lingering.items() if until <= now]
@@ -107,31 +127,58 @@ class History:
 
     def position_of(self, last_event_id):
         """The sequence number *last_event_id* names here, or None if unknown."""
+        found = self._lookup(last_event_id)
+        return None if found is None else found[0]
+
+    def _lookup(self, last_event_id):
+        """``(seq, entry)``: *entry* is the history entry when the id is a CloudEvent's,
+        None for this node's own positions and welcome ids."""
         if not last_event_id:
             return None
         epoch, dot, number = last_event_id.rpartition(".")
         if dot and epoch == self.epoch and number.isdigit():
             seq = int(number)
-            return seq if seq <= self.last_seq else None
-        return self._by_event_id.get(last_event_id)
+            return (seq, None) if seq <= self.last_seq else None
+        seq = self._by_event_id.get(last_event_id)
+        if seq is None:
+            return None
+        entries = self._entries
+        if entries and seq >= entries[0][0]:
+            entry = entries[seq - entries[0][0]]
+            if entry[2].id == last_event_id:
+                return seq, entry
+        return seq, None
 
-    def since(self, last_event_id):
+    def since(self, last_event_id, event_types=()):
         """``(complete, [(position_id, event), ...])``: what came after *last_event_id*.
 
-        Not complete when the id is unknown here or events after it were evicted.
+        Not complete when the id is unknown here, when events after it were
+        evicted, or (in a cluster, for a CloudEvent id) when this node did not
+        want all of *event_types* since then.
         """
         now = self._clock.seconds()
         if self._entries and now - self._entries[0][1] > self.max_age:
             self._trim(now)
-        seq = self.position_of(last_event_id)
-        if seq is None:
+        found = self._lookup(last_event_id)
+        if found is None:
             return False, []
+        seq, entry = found
         complete = seq >= self._evicted_upto
+        if entry is not None and self._interest_since is not None:
+            complete = complete and self._wanted_all_along(event_types, entry[1])
         entries = self._entries
         start = 0 if not entries else max(0, seq + 1 - entries[0][0])
         missed = [(self._prefix + b"%d" % entry[0], entry[2])
                   for entry in itertools.islice(entries, start, None)]
         return complete, missed
+
+    def _wanted_all_along(self, event_types, since):
+        wanted = self._interest_since
+        for event_type in event_types:
+            began = wanted.get(event_type)
+            if began is None or began + INTEREST_GRACE > since:
+                return False
+        return True
 
     def __len__(self):
         return len(self._entries)

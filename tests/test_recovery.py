@@ -99,6 +99,30 @@ def test_types_of_closed_connections_linger_for_the_history_age():
     assert history.lingering_types() == set()
 
 
+def test_in_a_cluster_an_event_id_needs_interest_in_every_type_all_along():
+    """Another node may know the event id yet lack the types nobody there wanted."""
+    clock = Clock()
+    history = History(clock, epoch="e1")
+    history.note_interest({"greeting"})
+    clock.advance(3)
+    history.record(event("a"))
+    history.mark("welcome-1")
+    history.record(event("b"))
+    assert history.since("a", {"greeting"}) == (True, history.since("e1.1")[1])
+    assert history.since("a", {"greeting", "news"})[0] is False  # never wanted here
+    assert history.since("e1.1", {"news"})[0] is True  # this node's own position
+    assert history.since("welcome-1", {"news"})[0] is True  # and its own welcome id
+    history.note_interest({"greeting", "news"})
+    clock.advance(1)
+    history.record(event("c", event_type="news"))
+    assert history.since("c", {"news"})[0] is False  # peers may not have known yet
+    clock.advance(3)
+    history.record(event("d", event_type="news"))
+    assert history.since("d", {"news", "greeting"})[0] is True
+    history.note_interest({"news"})
+    assert history.since("d", {"greeting"})[0] is False  # interest ended: gap possible
+
+
 # -- end to end ---------------------------------------------------------------
 
 
