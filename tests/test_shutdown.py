@@ -270,7 +270,7 @@ async def test_sigterm_drains_and_exits_zero(tmp_path, stub_server):  # noqa: PL
     env = child_environment(
         INBOUND_PORT="tcp:0:interface=127.0.0.1", API_HTTP_PORT="tcp:0:interface=127.0.0.1",
         PROXY_CONFIG_FILE=str(apis), NOTIFY_SOCKET=str(tmp_path / "notify"),
-        SHUTDOWN_DRAIN_TIMEOUT="10", LOG_LEVEL="info")
+        SHUTDOWN_DRAIN_TIMEOUT="10", LOG_LEVEL="info", LOG_FMT="json")
     process = reactor.spawnProcess(rig, TWISTD, [TWISTD, "--nodaemon", "--pidfile=", "rig"],
                                    env=env, path=str(tmp_path))
     pool = HTTPConnectionPool(reactor, persistent=False)
@@ -311,7 +311,9 @@ async def test_sigterm_drains_and_exits_zero(tmp_path, stub_server):  # noqa: PL
         ended = await within(rig.ended, 10)
         exited_at = reactor.seconds() - sigterm
         assert (ended.exitCode, ended.signal) == (0, None), rig.text()
-        assert "inbound: drained in" in rig.text()
+        logged = [json.loads(line) for line in rig.text().splitlines()]  # JSON, every line
+        assert any(event["message"].startswith("inbound: drained in") for event in logged)
+        assert {event["level"] for event in logged} <= {"info", "warn", "error", "critical"}
         print(f"after SIGTERM: STOPPING=1 {stopping_at:.3f} s, WebSocket 1001 "
               f"{ws_closed_at:.3f} s, port refused {refused_at:.3f} s, backend answered "
               f"{answered_at:.3f} s, exit 0 {exited_at:.3f} s")
