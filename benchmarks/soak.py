@@ -29,6 +29,7 @@ import sys
 import time
 import urllib.parse
 
+from fanout import proc_rss_kb  # the script's own directory is on sys.path
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
@@ -40,14 +41,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def open_fds(pid):
@@ -183,7 +176,7 @@ async def registry_connections(api_port, metric):
 
 
 async def snapshot(args, pid):
-    return {"fds": open_fds(pid), "rss_kb": rss_kb(pid),
+    return {"fds": open_fds(pid), "rss_kb": proc_rss_kb(pid),
             "connections": await registry_connections(args.api_port, args.metric)}
 
 
