@@ -7,6 +7,7 @@ drain: stop accepting, tell systemd, leave the cluster, close WebSockets
 all) finish for up to ``SHUTDOWN_DRAIN_TIMEOUT`` seconds.
 """
 import signal
+from functools import partial
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults, maybeDeferred
@@ -14,7 +15,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from rig.auth.authority import Authority
+from rig.cluster.calls import OwnerCalls, token_boot
+from rig.cluster.interest import InterestReplica
+from rig.cluster.membership import make_boot
 from rig.cluster.node import ClusterNode
+from rig.cluster.replicas import ApiReplica, BlacklistReplica, SessionsReplica
+from rig.cluster.routing import EventRouter
+from rig.connections.longpoll import poll_from_peer
+from rig.connections.subscribe import put_from_peer
 from rig.connections.token import TokenCodec
 from rig.hub import Hub
 from rig.metrics.registry import build_metrics
@@ -178,7 +186,10 @@ class RigService(MultiService):
         """The service tree; *environ* is read for ``proxy.use_env`` target hosts and for
         systemd's ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``."""
         node = f"rig@{settings.node_host}"
-        codec = TokenCodec.from_cookie(node, settings.node_cookie)
+        # in a cluster, tokens name the member and its boot (set once it listens)
+        boot = make_boot(reactor.seconds()) if settings.cluster_listen else None
+        codec = TokenCodec.from_cookie(node, settings.node_cookie,
+                                       boot_id=token_boot(boot) if boot else None)
         hub = Hub(
             reactor,
             extractors=settings.extractors,
@@ -222,18 +233,10 @@ class RigService(MultiService):
             hub.redis = service.redis
             service.redis.setName("redis")
             service.redis.setServiceParent(service)
-        service.cluster = None
+        service.cluster = service.interest = service.session_map = None
         if settings.cluster_listen:
-            service.cluster = ClusterNode(
-                reactor, hub, store, cookie=settings.node_cookie,
-                listen=settings.cluster_listen, node_host=settings.node_host,
-                seeds=settings.cluster_seeds, swim_config=swim_config,
-                dns_name=settings.dns_name if settings.discovery_type == "dns" else None,
-                tls_ca=settings.cluster_tls_ca,
-                correlations=correlations,
-            )
-            service.cluster.setName("cluster")
-            service.cluster.setServiceParent(service)
+            cls._add_cluster(service, settings, reactor, boot=boot, correlations=correlations,
+                             swim_config=swim_config)
         service.metrics = build_metrics(
             reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,
             proxy_stats=proxy.stats, redis=service.redis, cluster=service.cluster)
@@ -243,7 +246,7 @@ class RigService(MultiService):
         service.systemd.setServiceParent(service)
         internal = ListenerService(reactor, settings.api_listen,
                                    internal_site(hub, settings, store, correlations,
-                                                 service.metrics),
+                                                 service.metrics, cluster=service.cluster),
                                    drain_timeout=settings.shutdown_drain_timeout)
         internal.setName("internal")
         internal.setServiceParent(service)
@@ -254,6 +257,33 @@ class RigService(MultiService):
         inbound.setServiceParent(service)
         cls._add_https(service, settings, reactor)
         return service
+
+    @classmethod
+    def _add_cluster(cls, service, settings, reactor, *, boot, correlations, swim_config):
+        """The cluster node and what it carries; the hub, the correlations and the
+        token codecs are wired to it here, and nowhere else."""
+        hub = service.hub
+        interest = InterestReplica(hub)
+        session_map = SessionsReplica(hub)
+        router = EventRouter(hub, interest)
+        calls = OwnerCalls(reactor)
+        calls.register("put-subscriptions", partial(put_from_peer, hub))
+        calls.register("poll", partial(poll_from_peer, hub))
+        calls.register("async-response", correlations.answer_from_peer)
+        hub.forwarders.append(router.forward)
+        hub.remote = correlations.remote = calls
+        service.cluster = ClusterNode(
+            reactor, cookie=settings.node_cookie, listen=settings.cluster_listen,
+            node_host=settings.node_host, boot=boot, seeds=settings.cluster_seeds,
+            dns_name=settings.dns_name if settings.discovery_type == "dns" else None,
+            tls_ca=settings.cluster_tls_ca, swim_config=swim_config,
+            parts=[interest, session_map, BlacklistReplica(hub.auth.blacklist),
+                   ApiReplica(service.store), router, calls],
+            named=[hub.codec, correlations.codec],
+        )
+        service.interest, service.session_map = interest, session_map
+        service.cluster.setName("cluster")
+        service.cluster.setServiceParent(service)
 
     @classmethod
     def _add_https(cls, service, settings, reactor):

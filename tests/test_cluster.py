@@ -52,7 +52,7 @@ async def test_events_reach_subscribers_on_every_node_exactly_once(make_gateway)
     await on_c.welcome()
 
     def interest_known():
-        owners = set(a.service.cluster.interest.owners_with("greeting"))
+        owners = set(a.service.interest.owners_with("greeting"))
         return owners == {b.service.cluster.node_name, c.service.cluster.node_name}
 
     await eventually(interest_known, message="interest replicated to a")
@@ -71,13 +71,13 @@ async def test_blacklist_on_one_node_kills_connections_on_another(make_gateway):
     token = make_jwt({"jti": "fraud"})
     victim = await c.ws(f"?jwt={token}")
     await victim.welcome()
-    await eventually(lambda: a.service.cluster.sessions.owners_with("fraud")
+    await eventually(lambda: a.service.session_map.owners_with("fraud")
                      == [c.service.cluster.node_name], message="session map replicated")
     response = await a.request("POST", "/v3/session-blacklist", internal=True,
                                json={"sessionId": "fraud", "validityInSeconds": 60})
     assert response.code == 201
     assert await victim.close_info() == (1000, "Session killed.")
-    await eventually(lambda: a.service.cluster.sessions.owners_with("fraud") == [],
+    await eventually(lambda: a.service.session_map.owners_with("fraud") == [],
                      message="the killed session leaves the session map")
     await eventually(lambda: "fraud" in b.hub.auth.blacklist)
     refused = await b.sse(f"?jwt={token}")
@@ -108,11 +108,11 @@ async def test_a_leaving_node_is_seen_as_left_and_its_interest_dropped(make_gate
     on_c = await c.ws("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
     await on_c.welcome()
     c_name = c.service.cluster.node_name
-    await eventually(lambda: c_name in a.service.cluster.interest.owners_with("greeting"))
+    await eventually(lambda: c_name in a.service.interest.owners_with("greeting"))
     await c.stop()
     await eventually(lambda: a.service.cluster.membership.member(c_name).state == "left",
                      message="c seen as left")
-    assert c_name not in a.service.cluster.interest.owners_with("greeting")
+    assert c_name not in a.service.interest.owners_with("greeting")
     await a.publish(greeting("x", "after-leave"))  # no route to a departed node: no error
 
 
@@ -193,7 +193,7 @@ async def test_long_polls_may_land_on_any_node(make_gateway):
         "rig.connection.create", "rig.subscriptions_set"]
     cookies = first.cookies()
     c_name = c.service.cluster.node_name
-    await eventually(lambda: c_name in a.service.cluster.interest.owners_with("greeting"))
+    await eventually(lambda: c_name in a.service.interest.owners_with("greeting"))
     parked = b.request("GET", lp, cookies=cookies)
     await deferLater(reactor, 0.2)
     await a.publish(greeting("x", "lp-cluster"))
@@ -236,12 +236,11 @@ async def test_anti_entropy_sends_only_what_differs_and_repairs_lost_deltas(make
     node_a, node_b = a.service.cluster, b.service.cluster
     # a blacklist entry and an API definition that b never heard of (their deltas were lost)
     a.hub.auth.blacklist._expiry["lost-delta"] = reactor.seconds() + 60
-    in_sync = node_b._what_differs(node_a._digest())
+    in_sync = node_b.what_differs(node_a.digest())
     assert "blacklist" in in_sync and "apis" not in in_sync
-    node_b._send(node_a.links.address, {"type": "rig.digest", **node_b._digest()})
+    node_b.send(node_a.links.address, {"type": "rig.digest", **node_b.digest()})
     await eventually(lambda: "lost-delta" in b.hub.auth.blacklist, message="repaired on b")
-    assert node_b._what_differs(node_a._digest()) == {
-        "type": "rig.state", "interest": {}, "sessions": {}}
+    assert node_b.what_differs(node_a.digest()) == {"type": "rig.state"}
 
 
 def self_signed(tmp_path):
@@ -292,7 +291,7 @@ async def test_tls_between_nodes(make_gateway, tmp_path):
     on_b = await b.ws("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
     await on_b.welcome()
     await eventually(lambda: b.service.cluster.node_name
-                     in a.service.cluster.interest.owners_with("greeting"))
+                     in a.service.interest.owners_with("greeting"))
     await a.publish(greeting("x", "over-tls"))
     assert (await on_b.next_event())["id"] == "over-tls"
     plain = make_gateway(cluster_listen="tcp:0:interface=127.0.0.1", node_cookie=COOKIE,
@@ -307,17 +306,17 @@ async def test_a_healed_partition_converges(make_gateway):
     cut = {"on": True}
     node_a = a.service.cluster
     others = {b.service.cluster.links.address, c.service.cluster.links.address}
-    real_send, real_received = node_a.links.send, node_a._received
+    real_send_many, real_received = node_a.links.send_many, node_a._received
 
-    def send(address, message):
-        if not (cut["on"] and address in others):
-            real_send(address, message)
+    def send_many(addresses, message):
+        real_send_many([address for address in addresses
+                        if not (cut["on"] and address in others)], message)
 
     def received(address, message):
         if not (cut["on"] and address in others):
             real_received(address, message)
 
-    node_a.links.send, node_a.links.on_message = send, received
+    node_a.links.send_many, node_a.links.on_message = send_many, received
     await eventually(lambda: b.service.cluster.membership.member(node_a.node_name).state
                      in ("dead", "suspect"), 15, "a cut off from b")
     # both sides change state while apart
@@ -353,7 +352,7 @@ async def test_a_reconnecting_client_recovers_events_published_on_another_node(m
     last = (await first.next_message())["id"]
 
     def b_interested():
-        return b.service.cluster.node_name in a.service.cluster.interest.owners_with("greeting")
+        return b.service.cluster.node_name in a.service.interest.owners_with("greeting")
 
     await eventually(b_interested, message="interest replicated to a")
     first.disconnect()

@@ -351,7 +351,7 @@ async def test_cluster_members_by_state_and_events_from_peers(make_gateway):
     client = await a.ws(GREETINGS)
     await client.welcome()
     await eventually(lambda: a.service.cluster.node_name
-                     in b.service.cluster.interest.owners_with("greeting"),
+                     in b.service.interest.owners_with("greeting"),
                      message="interest known on b")
     await b.publish(greeting("x", "from-b"))
     assert (await client.next_event())["id"] == "from-b"

@@ -221,9 +221,9 @@ async def test_two_clustered_nodes_share_the_group_and_deliver_each_entry_once(
     await on_b.welcome()
 
     async def interest_both_ways():
-        return (b.service.cluster.node_name in a.service.cluster.interest.owners_with("greeting")
+        return (b.service.cluster.node_name in a.service.interest.owners_with("greeting")
                 and a.service.cluster.node_name
-                in b.service.cluster.interest.owners_with("greeting"))
+                in b.service.interest.owners_with("greeting"))
 
     await eventually(interest_both_ways, what="interest replicated")
     redis = await redis_server.client()

@@ -310,27 +310,44 @@ class ClusterLinks:
 
     def send(self, address, message):
         """Queue ``message`` for the peer listening at ``address``; never raises."""
-        try:
-            self._send(address, message)
-        except (TypeError, ValueError) as error:
-            self.log.error("Dropped a cluster message for {address}: {error}",
-                           address=address, error=error)
-        except Exception:
-            self.log.failure("Could not send a cluster message to {address}", address=address)
+        self.send_many((address,), message)
 
-    def _send(self, address, message):
+    def send_many(self, addresses, message):
+        """Queue ``message`` for each peer in *addresses*, encoded once; never raises."""
+        if not addresses:
+            return
         if self._stopping:
             self.log.warn("Cluster links are stopped; dropped a message for {address}",
-                          address=address)
+                          address=", ".join(addresses))
             return
-        if not isinstance(message, dict):
-            raise TypeError(f"a cluster message must be a dict, not {type(message).__name__}")
-        data = encode_frame({"t": "msg", "m": message})
+        try:
+            data = self._encode(message)
+        except (TypeError, ValueError) as error:
+            self.log.error("Dropped a cluster message for {address}: {error}",
+                           address=", ".join(addresses), error=error)
+            return
         if len(data) > self.max_message_bytes:
             self.log.error("Dropped a cluster message of {size} bytes for {address}:"
-                           " the limit is {limit}", size=len(data), address=address,
+                           " the limit is {limit}", size=len(data), address=", ".join(addresses),
                            limit=self.max_message_bytes)
             return
+        for address in addresses:
+            try:
+                self._send(address, data)
+            except (TypeError, ValueError) as error:
+                self.log.error("Dropped a cluster message for {address}: {error}",
+                               address=address, error=error)
+            except Exception:
+                self.log.failure("Could not send a cluster message to {address}",
+                                 address=address)
+
+    @staticmethod
+    def _encode(message):
+        if not isinstance(message, dict):
+            raise TypeError(f"a cluster message must be a dict, not {type(message).__name__}")
+        return encode_frame({"t": "msg", "m": message})
+
+    def _send(self, address, data):
         peer = self._peers.get(address)
         if peer is None:
             split_address(address)  # refuse nonsense before it becomes a peer

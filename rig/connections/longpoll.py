@@ -199,6 +199,19 @@ def serve_longpoll(hub, settings, cors, request):
     return _new_session(hub, settings, cors, request)
 
 
+def poll_from_peer(hub, args):
+    """The cluster call ``poll``: a poll for a session of ours that landed on another node."""
+    session = hub.connections.get(int(args["local_id"]))
+    if not isinstance(session, LongPollSession):
+        return {"gone": True}
+
+    def answer(result):
+        events, last_id = result
+        return {"events": [event.decode("utf-8") for event in events], "last_id": last_id}
+
+    return session.wait(str(args["cursor"])).addCallback(answer)
+
+
 async def _remote_poll(hub, settings, cors, request, session):
     """Polls may land on any node: the owner answers (no sticky sessions needed)."""
     token, ref = session

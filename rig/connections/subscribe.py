@@ -97,6 +97,13 @@ def apply_subscriptions(hub, local_id, subscriptions, bearers):
     return 204, ""
 
 
+def put_from_peer(hub, args):
+    """The cluster call ``put-subscriptions``: a PUT that another node received."""
+    status, text = apply_subscriptions(hub, int(args["local_id"]), args["subscriptions"],
+                                       [str(bearer) for bearer in args["bearers"]])
+    return {"status": status, "text": text}
+
+
 def subscriptions_preflight(cors, request, kind=None, token=None):
     return respond(request, 204, headers=[
         (b"access-control-allow-origin", cors),

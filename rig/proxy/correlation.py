@@ -50,15 +50,19 @@ class Correlations:
         })
         routing.addErrback(lambda _failure: None)
 
-    def deliver_local(self, local_id, status, headers, body):
-        """An answer routed here by another node (see the cluster's ``async-response``)."""
+    def answer_from_peer(self, args):
+        """The cluster call ``async-response``: an answer another node received for
+        one of our waiting requests."""
         from rig.proxy.gateway import AsyncAnswer
 
-        answered = self._waiting.pop(local_id, None)
+        answered = self._waiting.pop(int(args["local_id"]), None)
         if answered is None:
-            return False
-        answered.callback(AsyncAnswer(status, tuple(headers), body))
-        return True
+            return {"delivered": False}
+        headers = tuple((name.encode("latin-1"), value.encode("latin-1"))
+                        for name, value in args["headers"])
+        answered.callback(AsyncAnswer(int(args["status"]), headers,
+                                      base64.b64decode(args["body"])))
+        return {"delivered": True}
 
     def cancel(self, correlation_id):
         try:

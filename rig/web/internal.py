@@ -14,13 +14,12 @@ def not_found(request, **_groups):
     return respond(request, 404, b'{"errors":{"detail":"Not found"}}', JSON)
 
 
-def cluster_view(hub, request):
+def cluster_view(hub, cluster, request):
     """Members with state, incarnation, address and last-seen; a lone node lists itself."""
-    remote = hub.remote
-    if remote is None:
+    if cluster is None:
         view = {"node": hub.codec.node, "members": [], "interest": {}, "messages": {}}
     else:
-        view = remote.describe()
+        view = cluster.describe()
     return respond(request, 200, json.dumps(view).encode(), JSON)
 
 
@@ -38,7 +37,7 @@ def health(request):
     return respond(request, 200, b"OK", TEXT)
 
 
-def internal_resource(hub, settings, store, correlations, metrics):
+def internal_resource(hub, settings, store, correlations, metrics, *, cluster=None):
     publish = {b"POST": partial(publish_event, hub)}
     routes = [
         (r"/health", {b"GET": health}),
@@ -57,12 +56,12 @@ def internal_resource(hub, settings, store, correlations, metrics):
             b"DELETE": partial(delete_api, store),
         }),
         (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
-        (r"/v3/cluster", {b"GET": partial(cluster_view, hub)}),
+        (r"/v3/cluster", {b"GET": partial(cluster_view, hub, cluster)}),
         (r"/v3/health", {b"GET": partial(readiness, hub)}),
     ]
     return Router(routes, fallback=not_found)
 
 
-def internal_site(hub, settings, store, correlations, metrics):
-    return RigSite(internal_resource(hub, settings, store, correlations, metrics),
+def internal_site(hub, settings, store, correlations, metrics, *, cluster=None):
+    return RigSite(internal_resource(hub, settings, store, correlations, metrics, cluster=cluster),
                    max_request_bytes=settings.max_request_bytes)
