@@ -72,6 +72,7 @@ class Hub:
         self.auth.blacklist.on_add(self.kill_session)
         self.forwarders = []  # callables(event): the cluster sends events on to other nodes
         self.remote = None  # the cluster node, when there is one: calls to owning nodes
+        self.cluster_interest = None  # in a cluster: confirmations wait until peers know
         self.redis = None  # the Redis source, when REDIS_URL is set (for readiness)
         self.closing = False  # shutting down: new connections are refused
         self.connections = {}
@@ -107,11 +108,41 @@ class Hub:
     def register(self, connection, subscriptions, resume=None):
         """Make *connection* live with *subscriptions* and send it the welcome events.
 
+        ``rig.subscriptions_set`` is the client's confirmation: every matching
+        event published afterwards, on any node, reaches it. In a cluster that
+        may mean waiting for the peers to learn of a new event type: then this
+        returns a Deferred that fires once the welcome is sent (else None).
+
         With *resume* (the client's last event id) the welcome says whether
         recovery is complete, and the missed matching events follow the
         subscriptions event, before any live one.
         """
         self.connections[connection.local_id] = connection
+        return self._once_confirmed(connection, subscriptions, self._welcome, resume)
+
+    def _once_confirmed(self, connection, subscriptions, then, *args):
+        """Run ``then(connection, subscriptions, *args)`` once the cluster (if any) routes
+        the subscribed event types here: at once (returning None) or later (a Deferred)."""
+        interest = self.cluster_interest
+        waiting = None
+        if interest is not None:
+            waiting = interest.want({subscription.event_type for subscription in subscriptions})
+        if waiting is None:
+            then(connection, subscriptions, *args)
+            return None
+
+        def confirmed(_):
+            if self.connections.get(connection.local_id) is not connection:
+                return False  # it went away meanwhile
+            then(connection, subscriptions, *args)
+            return True
+
+        waiting.addCallback(confirmed)
+        waiting.addErrback(lambda failure: self.log.failure(
+            "confirming connection {local_id}", failure, local_id=connection.local_id))
+        return waiting
+
+    def _welcome(self, connection, subscriptions, resume):
         welcome = {"connection_token": connection.token}
         missed = ()
         if resume is not None:
@@ -123,7 +154,7 @@ class Hub:
             self.stats.replayed += len(missed)
         self._send_welcome(connection, rig_event(
             "rig.connection.create", welcome, now=self.reactor.seconds()))
-        self.set_subscriptions(connection, subscriptions)
+        self._subscribe(connection, subscriptions)
         for position, event in missed:
             connection.deliver(connection.framer(event, position))
 
@@ -173,7 +204,12 @@ class Hub:
         return self.connections.get(ref.local_id)
 
     def set_subscriptions(self, connection, subscriptions):
-        """Replace the connection's subscriptions and tell it (``rig.subscriptions_set``)."""
+        """Replace the connection's subscriptions and tell it (``rig.subscriptions_set``):
+        at once (None), or once the cluster routes new event types here (a Deferred
+        of whether the connection was still there)."""
+        return self._once_confirmed(connection, subscriptions, self._subscribe)
+
+    def _subscribe(self, connection, subscriptions):
         connection.subscriptions = subscriptions
         self.index.set(connection, subscriptions)
         self._send_welcome(connection, rig_event(

@@ -10,7 +10,7 @@ import signal
 from functools import partial
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.defer import gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -143,6 +143,7 @@ class RigService(MultiService):
 
     log = Logger()
     systemd = None
+    cluster = None
 
     def __init__(self, hub):
         super().__init__()
@@ -150,8 +151,13 @@ class RigService(MultiService):
 
     def startService(self):
         super().startService()
-        if self.systemd is not None:  # every listener bound synchronously above
-            self.systemd.ready(self._ready_status())
+        if self.systemd is None:
+            return
+        # every listener is bound synchronously above; a cluster node must also have
+        # learnt its peers' interest before it takes part in the confirmation promise
+        ready = self.cluster.when_synced() if self.cluster is not None else succeed(None)
+        ready.addCallback(lambda _: self.running and self.systemd.ready(self._ready_status()))
+        ready.addErrback(lambda failure: self.log.failure("reporting readiness", failure))
 
     def _ready_status(self):
         """What ``systemctl status`` shows: where the listeners are (ports may be 0 in config)."""
@@ -182,9 +188,11 @@ class RigService(MultiService):
         return result
 
     @classmethod
-    def build(cls, settings, reactor, environ=None, swim_config=None):
+    def build(cls, settings, reactor, environ=None, swim_config=None, cluster_options=None):
         """The service tree; *environ* is read for ``proxy.use_env`` target hosts and for
-        systemd's ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``."""
+        systemd's ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``. *swim_config* and
+        *cluster_options* (ClusterNode keywords such as ``join_timeout``) let tests
+        run the cluster's timers faster."""
         node = f"rig@{settings.node_host}"
         # in a cluster, tokens name the member and its boot (set once it listens)
         boot = make_boot(reactor.seconds()) if settings.cluster_listen else None
@@ -220,23 +228,28 @@ class RigService(MultiService):
             async_timeout=settings.proxy_http_async_response_timeout, clock=reactor,
         )
         service.store = store
+        service.cluster = service.interest = service.session_map = None
+        if settings.cluster_listen:
+            cls._make_cluster(service, settings, reactor, boot=boot, correlations=correlations,
+                              swim_config=swim_config, options=cluster_options or {})
         service.redis = None
         if settings.redis_url is not None:
             service.redis = RedisSource(
                 reactor, hub, settings.redis_url, streams=settings.redis_source_streams,
                 group=settings.redis_consumer_group,
                 response_stream=settings.proxy_redis_response_stream,
-                correlations=correlations)
+                correlations=correlations,
+                # entries wait in the group (for other nodes) until this one knows its peers
+                ready=service.cluster.when_synced if service.cluster is not None else None)
             proxy.redis_target = RedisTarget(
                 service.redis, correlations, cors_headers=proxy._cors_headers,
                 timeout=settings.proxy_redis_response_timeout)
             hub.redis = service.redis
             service.redis.setName("redis")
             service.redis.setServiceParent(service)
-        service.cluster = service.interest = service.session_map = None
-        if settings.cluster_listen:
-            cls._add_cluster(service, settings, reactor, boot=boot, correlations=correlations,
-                             swim_config=swim_config)
+        if service.cluster is not None:
+            service.cluster.setName("cluster")
+            service.cluster.setServiceParent(service)
         service.metrics = build_metrics(
             reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,
             proxy_stats=proxy.stats, redis=service.redis, cluster=service.cluster)
@@ -259,11 +272,12 @@ class RigService(MultiService):
         return service
 
     @classmethod
-    def _add_cluster(cls, service, settings, reactor, *, boot, correlations, swim_config):
+    def _make_cluster(cls, service, settings, reactor, *, boot, correlations, swim_config,
+                      options):
         """The cluster node and what it carries; the hub, the correlations and the
         token codecs are wired to it here, and nowhere else."""
         hub = service.hub
-        interest = InterestReplica(hub)
+        interest = InterestReplica(hub, timeout=settings.cluster_interest_timeout)
         session_map = SessionsReplica(hub)
         router = EventRouter(hub, interest)
         calls = OwnerCalls(reactor)
@@ -272,6 +286,7 @@ class RigService(MultiService):
         calls.register("async-response", correlations.answer_from_peer)
         hub.forwarders.append(router.forward)
         hub.remote = correlations.remote = calls
+        hub.cluster_interest = interest
         service.cluster = ClusterNode(
             reactor, cookie=settings.node_cookie, listen=settings.cluster_listen,
             node_host=settings.node_host, boot=boot, seeds=settings.cluster_seeds,
@@ -279,11 +294,9 @@ class RigService(MultiService):
             tls_ca=settings.cluster_tls_ca, swim_config=swim_config,
             parts=[interest, session_map, BlacklistReplica(hub.auth.blacklist),
                    ApiReplica(service.store), router, calls],
-            named=[hub.codec, correlations.codec],
+            named=[hub.codec, correlations.codec], **options,
         )
         service.interest, service.session_map = interest, session_map
-        service.cluster.setName("cluster")
-        service.cluster.setServiceParent(service)
 
     @classmethod
     def _add_https(cls, service, settings, reactor):

@@ -80,6 +80,7 @@ class Settings:
     cluster_listen: str | None = None
     cluster_seeds: tuple = ()
     cluster_tls_ca: str | None = None
+    cluster_interest_timeout: float = 1.0
     redis_url: object = None  # a RedisAddress, or None: Redis is optional
     redis_source_streams: tuple = ("rig",)
     redis_consumer_group: str = "rig"
@@ -483,6 +484,8 @@ _SPECS = (
     _spec("cluster_listen", "CLUSTER_PORT", _listener),
     _spec("cluster_seeds", "CLUSTER_SEEDS", _seeds),
     _spec("cluster_tls_ca", "CLUSTER_TLS_CA", _readable_file),
+    _spec("cluster_interest_timeout", "CLUSTER_INTEREST_TIMEOUT", _check_seconds,
+          _parse_seconds),
     _spec("redis_url", "REDIS_URL", _redis_url),
     _spec("redis_source_streams", "REDIS_SOURCE_STREAMS", _names),
     _spec("redis_consumer_group", "REDIS_CONSUMER_GROUP", _text),

@@ -60,3 +60,13 @@ def log_events():
     globalLogPublisher.addObserver(events.append)
     yield events
     globalLogPublisher.removeObserver(events.append)
+
+
+@pytest_twisted.async_yield_fixture
+async def processes():
+    """Start ``twistd rig`` processes and clients; kill and close them afterwards."""
+    from tests.support import Processes
+
+    started = Processes()
+    yield started
+    await started.close()

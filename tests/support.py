@@ -1,5 +1,11 @@
 """Real clients for end-to-end tests: raw HTTP/SSE, autobahn WebSocket, treq."""
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from urllib.parse import quote
 
 import attrs
@@ -7,6 +13,7 @@ import treq
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
 
 from rig.service import RigService
@@ -57,13 +64,15 @@ class Gateway:
     @classmethod
     def start(cls, **overrides):
         swim_config = overrides.pop("swim_config", None)
+        cluster_options = overrides.pop("cluster_options", None)
         settings = Settings(
             inbound_listen="tcp:0:interface=127.0.0.1",
             api_listen="tcp:0:interface=127.0.0.1",
             extractors=parse_extractors(overrides.pop("extractors", GREETING_EXTRACTORS)),
             **overrides,
         )
-        service = RigService.build(settings, reactor, swim_config=swim_config)
+        service = RigService.build(settings, reactor, swim_config=swim_config,
+                                   cluster_options=cluster_options)
         service.startService()
         return cls(service, HTTPConnectionPool(reactor, persistent=False))
 
@@ -411,3 +420,108 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
+
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+class Node:
+    """A ``twistd rig`` process on loopback ports (inbound, internal, cluster)."""
+
+    def __init__(self, name, ports, seeds, workdir, cookie, **env):
+        self.name = name
+        self.inbound, self.api, self.cluster = ports
+        self.seeds = seeds
+        self.workdir = workdir
+        self.cookie = cookie
+        self.env = env
+        self.process = None
+
+    @property
+    def cluster_address(self):
+        return f"127.0.0.1:{self.cluster}"
+
+    def start(self):
+        env = dict(os.environ,
+                   INBOUND_PORT=f"tcp:{self.inbound}:interface=127.0.0.1",
+                   API_HTTP_PORT=f"tcp:{self.api}:interface=127.0.0.1",
+                   CLUSTER_PORT=f"tcp:{self.cluster}:interface=127.0.0.1",
+                   CLUSTER_SEEDS=",".join(self.seeds), NODE_HOST="127.0.0.1",
+                   NODE_COOKIE=self.cookie, JWT_SECRET_KEY="mysecret",
+                   MAX_CONNECTIONS_PER_MINUTE="100000", LOG_LEVEL="warn", **self.env)
+        log = open(os.path.join(self.workdir, f"{self.name}.log"), "ab")
+        self.process = subprocess.Popen(
+            [TWISTD, "--nodaemon", "--pidfile=", "rig"], cwd=self.workdir, env=env,
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def url(self, path, internal=False):
+        return f"http://127.0.0.1:{self.api if internal else self.inbound}{path}"
+
+    async def ready(self, pool, seconds=30):
+        """Wait until ``/v3/health`` says the node is ready (it knows its peers' interest)."""
+        async def healthy():
+            response = await within(treq.get(self.url("/v3/health", internal=True), pool=pool))
+            await within(response.text())
+            return response.code == 200
+
+        await wait_for(healthy, seconds, f"{self.name} ready")
+
+
+class Processes:
+    """Gateway processes of one test, the clients connected to them and an HTTP pool:
+    all killed or closed when the test ends (the ``processes`` fixture)."""
+
+    def __init__(self):
+        self.pool = HTTPConnectionPool(reactor)
+        self.nodes = []
+        self.clients = []
+
+    def node(self, *args, **kwargs):
+        node = Node(*args, **kwargs)
+        self.nodes.append(node)
+        return node
+
+    def client(self, client):
+        self.clients.append(client)
+        return client
+
+    async def close(self):
+        for client in self.clients:
+            client.disconnect()
+        for node in self.nodes:
+            node.kill()
+        await self.pool.closeCachedConnections()
+
+
+async def get_json(pool, url):
+    response = await within(treq.get(url, pool=pool))
+    return json.loads(await within(response.text()))
+
+
+async def wait_for(predicate, seconds, what):
+    """Poll the async *predicate* every 0.1 s; its time of success (monotonic)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if await predicate():
+                return time.monotonic()
+        except Exception:  # not up yet
+            pass
+        await deferLater(reactor, 0.1)
+    raise AssertionError(f"{what} not reached within {seconds} s")

@@ -1,9 +1,12 @@
 """Several gateway nodes in one reactor form a cluster over loopback TCP (issue 5)."""
+import json
+
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from rig.cluster.membership import SwimConfig
+from rig.events import parse_structured
 from tests.support import greeting, make_jwt, subs_query, within
 
 FAST = SwimConfig(probe_interval=0.2, probe_timeout=0.1, push_pull_interval=1.0,
@@ -51,11 +54,9 @@ async def test_events_reach_subscribers_on_every_node_exactly_once(make_gateway)
     await on_b.welcome()
     await on_c.welcome()
 
-    def interest_known():
-        owners = set(a.service.interest.owners_with("greeting"))
-        return owners == {b.service.cluster.node_name, c.service.cluster.node_name}
-
-    await eventually(interest_known, message="interest replicated to a")
+    # confirmed: a already knows where greeting subscribers are
+    owners = set(a.service.interest.owners_with("greeting"))
+    assert owners == {b.service.cluster.node_name, c.service.cluster.node_name}
     await a.publish(greeting("x", "from-a"))
     await c.publish(greeting("x", "from-c"))
     # exactly once each; a node's own event may overtake one relayed from a peer
@@ -368,3 +369,45 @@ async def test_a_reconnecting_client_recovers_events_published_on_another_node(m
     assert (await second.next_event())["id"] == "while-away"
     elsewhere = await a.sse(query, headers=[("Last-Event-ID", last)])
     assert (await elsewhere.next_event())["data"]["recovered"] is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_joining_node_is_ready_only_once_it_knows_every_peers_interest(make_gateway):
+    a, b, _c = await three_nodes(make_gateway)
+    on_b = await b.ws("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    await on_b.welcome()
+    # the seed's view of b is stale (as when b joined through another seed just now):
+    # the joining node must ask b itself
+    a.service.interest.sets.drop(b.service.cluster.node_name)
+    late = start_node(make_gateway, seeds=[a.service.cluster.links.address])
+    assert not late.service.cluster.synced
+    known_when_synced = []
+    late.service.cluster.when_synced().addCallback(lambda _: known_when_synced.append(
+        (set(late.service.interest.owners_with("greeting")),
+         len(late.service.cluster.live_peers()))))
+    # published before it knows anyone: held, then routed once it has synced
+    late.hub.publish(parse_structured(json.dumps(greeting("x", "early")).encode()))
+    await within(late.service.cluster.when_synced())
+    assert known_when_synced == [({b.service.cluster.node_name}, 3)]
+    assert (await on_b.next_event())["id"] == "early"
+    response = await late.request("GET", "/v3/health", internal=True)
+    assert (response.code, await within(response.json())) == (
+        200, {"status": "ok", "checks": {"cluster": "ok"}})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_whose_seeds_do_not_answer_is_ready_after_the_join_timeout(make_gateway):
+    from tests.support import free_ports
+
+    (dead,) = free_ports(1)
+    alone = start_node(make_gateway, seeds=[f"127.0.0.1:{dead}"],
+                       cluster_options={"join_timeout": 0.5})
+    response = await alone.request("GET", "/v3/health", internal=True)
+    assert (response.code, await within(response.json())) == (
+        503, {"status": "starting", "checks": {"cluster": "syncing"}})
+    await within(alone.service.cluster.when_synced())
+    response = await alone.request("GET", "/v3/health", internal=True)
+    assert response.code == 200
+    # alone, a new type costs nothing: nobody to wait for
+    client = await alone.sse("?subscriptions=" + subs_query([{"eventType": "solo"}]))
+    await client.welcome()

@@ -225,7 +225,7 @@ async def test_two_clustered_nodes_share_the_group_and_deliver_each_entry_once(
                 and a.service.cluster.node_name
                 in b.service.interest.owners_with("greeting"))
 
-    await eventually(interest_both_ways, what="interest replicated")
+    assert await interest_both_ways()  # confirmed: both already know
     redis = await redis_server.client()
     try:
         for number in range(20):
@@ -257,5 +257,32 @@ async def test_entries_abandoned_by_a_dead_consumer_are_claimed(make_gateway, re
         assert (await client.next_event())["id"] == "orphan"
         assert source.counts["claimed"] == 1
         await eventually(nothing_pending(redis, "orphans"), what="claimed entry acknowledged")
+    finally:
+        await redis.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_clustered_node_consumes_only_once_it_knows_its_peers(make_gateway,
+                                                                       redis_server):
+    from tests.support import free_ports
+
+    (dead,) = free_ports(1)
+    gateway, source = await redis_gateway(
+        make_gateway, redis_server, node_cookie="redis-cluster",
+        cluster_listen="tcp:0:interface=127.0.0.1", cluster_seeds=(f"127.0.0.1:{dead}",),
+        cluster_options={"join_timeout": 1.0})
+    redis = await redis_server.client()
+    try:
+        await redis.execute_command("XADD", "rig", "*", "event",
+                                    json.dumps(greeting("r", "waits")))
+        await deferLater(reactor, 0.5)
+        assert not gateway.service.cluster.synced
+        assert source.counts["consumed"] == 0  # left in the group for the nodes that are ready
+
+        async def consumed():
+            return source.counts["consumed"] == 1
+
+        await eventually(consumed, what="consumed once synced")
+        assert gateway.service.cluster.synced
     finally:
         await redis.disconnect()

@@ -51,6 +51,7 @@ def test_env_names():
         "CLUSTER_PORT",
         "CLUSTER_SEEDS",
         "CLUSTER_TLS_CA",
+        "CLUSTER_INTEREST_TIMEOUT",
         "REDIS_URL",
         "REDIS_SOURCE_STREAMS",
         "REDIS_CONSUMER_GROUP",

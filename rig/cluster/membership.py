@@ -248,6 +248,13 @@ class Membership:
         self._seeds = [a for a in dict.fromkeys(seed_addresses) if a != self.address]
         return [(a, self._msg("join", a, members=self._dump())) for a in self._seeds]
 
+    def introduce(self, now: float, address: str) -> Outgoing:
+        """A message telling the member at *address* about us (and carrying gossip),
+        so that it holds us as alive before it handles what we send next."""
+        if self._left:
+            return []
+        return [(address, self._msg("gossip", address))]
+
     def leave(self, now: float) -> Outgoing:
         """Graceful leave: mark ourselves ``left`` and tell every alive member."""
         if self._left:

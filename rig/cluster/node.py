@@ -29,6 +29,7 @@ from rig.cluster.membership import ALIVE, DEAD, LEFT, Membership, SwimConfig, ma
 SWIM_TYPES = frozenset(("ping", "ack", "ping-req", "nack", "join", "sync", "gossip"))
 STATE = "rig.state"
 DIGEST = "rig.digest"
+SYNC = "rig.sync"
 _BAD_MESSAGE = (KeyError, TypeError, ValueError, AttributeError)
 
 
@@ -37,9 +38,15 @@ class ClusterNode(Service):
 
     def __init__(self, reactor, *, cookie, listen, node_host, boot=None, seeds=(),
                  dns_name=None, tls_ca=None, swim_config=None, parts=(), named=(),
-                 tick_interval=0.1, anti_entropy_interval=5.0, rng=None):
+                 tick_interval=0.1, anti_entropy_interval=5.0, join_timeout=5.0,
+                 sync_timeout=5.0, rng=None):
         """*parts* are attached once the node listens; *named* (token codecs) are
-        given the node's name then, so that tokens name this cluster member."""
+        given the node's name then, so that tokens name this cluster member.
+
+        The node is *synced* once it has joined (a seed answered, or none did
+        within *join_timeout*) and every live peer has sent its state (or
+        *sync_timeout* ran out): only then does it report itself ready.
+        """
         self.clock = reactor
         self.boot = boot or make_boot(reactor.seconds())
         self.parts = list(parts)
@@ -59,7 +66,14 @@ class ClusterNode(Service):
         self._rng = rng or random.Random()
         self._intervals = (tick_interval, anti_entropy_interval)
         self._loops = []
-        self._handlers = {STATE: self._on_state, DIGEST: self._on_digest}
+        self._handlers = {STATE: self._on_state, DIGEST: self._on_digest, SYNC: self._on_sync}
+        self._timeouts = (join_timeout, sync_timeout)
+        self.synced = False
+        self._joined = False
+        self._syncing = set()  # peers whose state we asked for while joining
+        self._sync_waiters = []
+        self._sync_timer = None
+        self._started_at = None
         self._last_seen = {}
         self._counts = {"sent": 0, "received": 0}
         self.links = None
@@ -116,7 +130,13 @@ class ClusterNode(Service):
             codec.node = address
         for part in self.parts:
             part.attach(self)
-        self._send_all(self.membership.join(self.clock.seconds(), self._seeds))
+        self._started_at = self.clock.seconds()
+        joining = self.membership.join(self.clock.seconds(), self._seeds)
+        self._send_all(joining)
+        if joining:
+            self._sync_timer = self.clock.callLater(self._timeouts[0], self._join_timed_out)
+        else:
+            self._have_joined()
         tick, anti_entropy = self._intervals
         loops = [(self._tick, tick), (self._anti_entropy, anti_entropy)]
         if self._dns_name:
@@ -131,6 +151,7 @@ class ClusterNode(Service):
 
     def stopService(self):
         super().stopService()
+        self._cancel_sync_timer()
         for loop in self._loops:
             if loop.running:
                 loop.stop()
@@ -147,6 +168,77 @@ class ClusterNode(Service):
     async def _close_links(self):
         await deferLater(self.clock, 0.05, lambda: None)
         await self.links.stop()
+
+    # -- joining: every live peer's state before ready -------------------------------
+
+    def when_synced(self):
+        """A Deferred that fires once this node knows every live peer's state."""
+        if self.synced:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._sync_waiters.append(waiter)
+        return waiter
+
+    def _have_joined(self):
+        """A seed answered (or none is configured, or none answered in time): ask
+        every live peer for its state, telling it about us first."""
+        self._joined = True
+        self._cancel_sync_timer()
+        self._sync_timer = self.clock.callLater(self._timeouts[1], self._sync_timed_out)
+        for member in self.live_peers():
+            self._request_state(member)
+        self._check_synced()
+
+    def _request_state(self, member):
+        if self.synced or member.name in self._syncing:
+            return
+        self._syncing.add(member.name)
+        # introduced first, the peer holds us as alive before it answers, so its
+        # later interest changes come to us too
+        self._send_all(self.membership.introduce(self.clock.seconds(), member.address))
+        self.send(member.address, {**self._full_state(), "type": SYNC})
+
+    def _on_sync(self, address, message):
+        """A joining peer sends its state and asks for ours."""
+        self._on_state(address, message)
+        self.send(address, {**self._full_state(), "synced": True})
+
+    def _state_from(self, name):
+        if name in self._syncing:
+            self._syncing.discard(name)
+            self._check_synced()
+
+    def _check_synced(self):
+        if self.synced or not self._joined or self._syncing:
+            return
+        self.synced = True
+        self._cancel_sync_timer()
+        self.log.info("Cluster node {name} has the state of {count} peers, after {seconds:.3f} s",
+                      name=self.node_name, count=len(self.live_peers()),
+                      seconds=self.clock.seconds() - self._started_at)
+        waiters, self._sync_waiters = self._sync_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _join_timed_out(self):
+        self._sync_timer = None
+        self.log.warn("No cluster seed answered within {timeout} s ({seeds}); going on with"
+                      " the members known so far", timeout=self._timeouts[0],
+                      seeds=", ".join(self._seeds))
+        self._have_joined()
+
+    def _sync_timed_out(self):
+        self._sync_timer = None
+        self.log.warn("Cluster peers {peers} did not send their state within {timeout} s;"
+                      " reporting ready without it", peers=", ".join(sorted(self._syncing)),
+                      timeout=self._timeouts[1])
+        self._syncing.clear()
+        self._check_synced()
+
+    def _cancel_sync_timer(self):
+        timer, self._sync_timer = self._sync_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     # -- DNS discovery ----------------------------------------------------------
 
@@ -196,8 +288,12 @@ class ClusterNode(Service):
             self.links.forget(member.address)
             self.log.info("Cluster member {name} is {state}", name=member.name,
                           state=member.state)
+            self._state_from(member.name)
         elif member.state == ALIVE and member.name != self.node_name:
-            self.send(member.address, self._full_state())
+            if self._joined and not self.synced:
+                self._request_state(member)
+            else:
+                self.send(member.address, self._full_state())
 
     def member(self, name):
         return self.membership.member(name) if self.membership is not None else None
@@ -263,6 +359,8 @@ class ClusterNode(Service):
         kind = message.get("type")
         if kind in SWIM_TYPES:
             self._send_all(self.membership.receive(self.clock.seconds(), address, message))
+            if kind == "sync" and not self._joined:
+                self._have_joined()  # a seed answered our join with its members
             return
         handler = self._handlers.get(kind)
         if handler is None:
@@ -313,3 +411,5 @@ class ClusterNode(Service):
             reply = self.what_differs(message["digest"])
             if len(reply) > 1:
                 self.send(address, reply)
+        if message.get("synced"):
+            self._state_from(address)

@@ -23,6 +23,17 @@ class PartitionedSets:
         self._partitions[self.owner] = (version + 1, members)
         return self.delta(self.owner)
 
+    def local_members(self):
+        return self._partitions[self.owner][1]
+
+    def local_version(self):
+        return self._partitions[self.owner][0]
+
+    def version_of(self, owner):
+        """The version of *owner*'s partition held here (-1 if none)."""
+        partition = self._partitions.get(owner)
+        return -1 if partition is None else partition[0]
+
     def delta(self, owner):
         version, members = self._partitions[owner]
         return {owner: [version, sorted(members)]}

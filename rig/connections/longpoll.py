@@ -241,7 +241,9 @@ async def _new_session(hub, settings, cors, request):
         buffer_size=settings.longpoll_buffer_size, wait=settings.longpoll_wait,
         ttl=settings.longpoll_session_ttl, cors=cors,
     )
-    admission.join(hub, session)
+    confirming = admission.join(hub, session)
+    if confirming is not None:
+        await confirming  # the answer is the client's confirmation
     set_session_cookies(request, session.token, FIRST_EVENT)
     cors_headers(request, cors)
     return respond(request, 200, b'"ok"', JSON, headers=[(b"cache-control", b"no-cache")])

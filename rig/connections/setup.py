@@ -47,10 +47,15 @@ class Admission:
     resume: str | None = None
 
     def join(self, hub, connection):
-        """Register *connection* and tie it to its JWT's session and lifetime."""
-        hub.register(connection, self.subscriptions, resume=self.resume)
+        """Register *connection* and tie it to its JWT's session and lifetime.
+
+        Returns None once the welcome is sent, or a Deferred that fires when it
+        is (the cluster had to learn of a new event type first).
+        """
+        confirming = hub.register(connection, self.subscriptions, resume=self.resume)
         if self.claims is not None:
             hub.join_sessions(connection, [self.claims])
+        return confirming
 
 
 def query_arg(args, name):

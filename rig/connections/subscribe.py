@@ -59,7 +59,8 @@ async def put_subscriptions(hub, cors, request, kind, token):
         return respond(request, 400, "Invalid connection token.", headers=cors_header)
     bearers = authorization_tokens(authorization, lenient=False)
     if hub.codec.is_local(ref) or hub.remote is None:
-        status, text = apply_subscriptions(hub, ref.local_id, body["subscriptions"], bearers)
+        status, text = await apply_subscriptions(hub, ref.local_id, body["subscriptions"],
+                                                 bearers)
     else:  # the connection lives on another node: it decides there
         reply = await hub.remote.call_owner(ref, "put-subscriptions", {
             "local_id": ref.local_id, "subscriptions": body["subscriptions"],
@@ -72,8 +73,12 @@ async def put_subscriptions(hub, cors, request, kind, token):
 GONE = "Connection no longer exists."
 
 
-def apply_subscriptions(hub, local_id, subscriptions, bearers):
-    """Steps 6-9 of the PUT on the node that owns the connection: (status, text)."""
+async def apply_subscriptions(hub, local_id, subscriptions, bearers):
+    """Steps 6-9 of the PUT on the node that owns the connection: (status, text).
+
+    The 204 is the client's confirmation, so it waits, as ``rig.subscriptions_set``
+    does, until the cluster routes new event types here.
+    """
     connection = hub.connections.get(local_id)
     if connection is None:
         return 410, GONE
@@ -93,14 +98,17 @@ def apply_subscriptions(hub, local_id, subscriptions, bearers):
     for claims in claims_list:
         merged.update(claims)
     hub.join_sessions(connection, claims_list)
-    hub.set_subscriptions(connection, hub.subscriptions_from_claims(merged) + manual)
+    confirming = hub.set_subscriptions(connection, hub.subscriptions_from_claims(merged) + manual)
+    if confirming is not None and not await confirming:
+        return 410, GONE
     return 204, ""
 
 
-def put_from_peer(hub, args):
+async def put_from_peer(hub, args):
     """The cluster call ``put-subscriptions``: a PUT that another node received."""
-    status, text = apply_subscriptions(hub, int(args["local_id"]), args["subscriptions"],
-                                       [str(bearer) for bearer in args["bearers"]])
+    status, text = await apply_subscriptions(
+        hub, int(args["local_id"]), args["subscriptions"],
+        [str(bearer) for bearer in args["bearers"]])
     return {"status": status, "text": text}
 
 

@@ -68,7 +68,10 @@ class RedisSource(Service):
 
     def __init__(self, reactor, hub, address, *, streams=("rig",), group="rig", consumer=None,
                  response_stream=None, correlations=None, block_ms=1000, batch=100,
-                 claim_idle=30.0, retry_policy=None):
+                 claim_idle=30.0, retry_policy=None, ready=None):
+        """*ready* returns a Deferred that fires once this node may consume (in a
+        cluster: once it knows every peer's interest, so nothing it reads is
+        routed without them)."""
         self._reactor = reactor
         self.hub = hub
         self.address = address
@@ -81,6 +84,7 @@ class RedisSource(Service):
         self._batch = batch
         self._claim_idle = claim_idle
         self._retry = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0)
+        self._ready = ready
         self._connection = None
         self._producer = None  # XADD must not wait behind the blocking XREADGROUP
         self._loop = None
@@ -133,6 +137,7 @@ class RedisSource(Service):
             try:
                 await self._connect()
                 attempt = 0
+                await self._until_ready()
                 await self._consume()
             except Exception as error:  # connection refused, lost, or a Redis error
                 self.healthy = False
@@ -149,6 +154,15 @@ class RedisSource(Service):
                     return
                 finally:
                     self._sleeping = None
+
+    async def _until_ready(self):
+        if self._ready is None:
+            return
+        self._sleeping = self._ready()
+        try:
+            await self._sleeping
+        finally:
+            self._sleeping = None
 
     async def _connect(self):
         for name in ("_connection", "_producer"):

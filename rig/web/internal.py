@@ -23,14 +23,21 @@ def cluster_view(hub, cluster, request):
     return respond(request, 200, json.dumps(view).encode(), JSON)
 
 
-def readiness(hub, request):
-    """``/health`` stays RIG's plain ``OK``; this says which dependency is degraded."""
+def readiness(hub, cluster, request):
+    """``/health`` stays RIG's plain ``OK``; this says whether the node is ready (503
+    until it has learnt every cluster peer's interest) and which dependency is degraded."""
     checks = {}
+    if cluster is not None:
+        checks["cluster"] = "ok" if cluster.synced else "syncing"
     if hub.redis is not None:
         checks["redis"] = "ok" if hub.redis.healthy else "unavailable"
-    degraded = any(state != "ok" for state in checks.values())
-    body = {"status": "degraded" if degraded else "ok", "checks": checks}
-    return respond(request, 200, json.dumps(body).encode(), JSON)
+    if checks.get("cluster") == "syncing":
+        status, code = "starting", 503
+    else:
+        degraded = any(state != "ok" for state in checks.values())
+        status, code = "degraded" if degraded else "ok", 200
+    body = {"status": status, "checks": checks}
+    return respond(request, code, json.dumps(body).encode(), JSON)
 
 
 def health(request):
@@ -57,7 +64,7 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
         }),
         (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
         (r"/v3/cluster", {b"GET": partial(cluster_view, hub, cluster)}),
-        (r"/v3/health", {b"GET": partial(readiness, hub)}),
+        (r"/v3/health", {b"GET": partial(readiness, hub, cluster)}),
     ]
     return Router(routes, fallback=not_found)
 
