@@ -6,12 +6,10 @@ drain: stop accepting, tell systemd, leave the cluster, close WebSockets
 (1001) and end SSE streams, and let requests in progress (proxied ones above
 all) finish for up to ``SHUTDOWN_DRAIN_TIMEOUT`` seconds.
 """
-import signal
 from functools import partial
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from rig.auth.authority import Authority
@@ -25,7 +23,9 @@ from rig.connections.longpoll import poll_from_peer
 from rig.connections.subscribe import put_from_peer
 from rig.connections.token import TokenCodec
 from rig.hub import Hub
+from rig.listeners import server_endpoint
 from rig.metrics.registry import build_metrics
+from rig.metrics.workers import METRICS_CALL, VmMetrics
 from rig.proxy.correlation import Correlations
 from rig.proxy.forward import Forwarder
 from rig.proxy.gateway import Proxy
@@ -36,6 +36,7 @@ from rig.recovery import History
 from rig.streams.source import RedisSource
 from rig.systemd import SystemdService
 from rig.tls import load_server_options, tls_factory
+from rig.twistedcompat import forget_sigterm
 from rig.web.inbound import inbound_site
 from rig.web.internal import internal_site
 
@@ -73,7 +74,7 @@ class ListenerService(Service):
         if self.port is not None:
             return
         outcome = []
-        endpoint = serverFromString(self._reactor, self.description)
+        endpoint = server_endpoint(self._reactor, self.description)
         endpoint.listen(self.factory).addBoth(outcome.append)
         if not outcome:
             raise RuntimeError(f"listening on {self.description} did not complete at once")
@@ -171,20 +172,12 @@ class RigService(MultiService):
         return "Ready: " + ", ".join(parts)
 
     def stopService(self):
-        """Stop every child; after a stop caused by SIGTERM, twistd then exits with status 0.
-
-        twistd re-raises the signal that stopped the reactor once it is done,
-        so the exit status would read "killed by SIGTERM" even after a complete
-        drain. SIGTERM is how a service manager asks for the stop, so a
-        finished stop clears it (SIGINT, Ctrl-C, is left alone).
-        """
+        """Stop every child; after a stop caused by SIGTERM, twistd then exits with status 0."""
         stopped = super().stopService()
-        return stopped.addCallback(self._clear_exit_signal)
+        return stopped.addCallback(self._forget_sigterm)
 
-    def _clear_exit_signal(self, result):
-        reactor = self.hub.reactor
-        if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
-            reactor._exitSignal = None
+    def _forget_sigterm(self, result):
+        forget_sigterm(self.hub.reactor)
         return result
 
     @classmethod
@@ -253,6 +246,11 @@ class RigService(MultiService):
         service.metrics = build_metrics(
             reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,
             proxy_stats=proxy.stats, redis=service.redis, cluster=service.cluster)
+        if settings.worker_index is not None and service.cluster is not None:
+            # one worker of several: a scrape reports every worker of this machine
+            service.metrics = VmMetrics(service.metrics, service.owner_calls,
+                                        settings.worker_index, settings.worker_siblings)
+            service.owner_calls.register(METRICS_CALL, service.metrics.own_exposition)
         # just before the listeners: stopped right after them, before the cluster leaves
         service.systemd = SystemdService.from_environ(reactor, environ or {})
         service.systemd.setName("systemd")
@@ -296,7 +294,7 @@ class RigService(MultiService):
                    ApiReplica(service.store), router, calls],
             named=[hub.codec, correlations.codec], **options,
         )
-        service.interest, service.session_map = interest, session_map
+        service.interest, service.session_map, service.owner_calls = interest, session_map, calls
 
     @classmethod
     def _add_https(cls, service, settings, reactor):

@@ -15,6 +15,7 @@ import attrs
 
 from rig.auth.jwt import ALGORITHMS, load_key
 from rig.jsonsource import load_path_or_json
+from rig.listeners import parse_description, tcp_address
 from rig.logs import parse_format, parse_level
 from rig.proxy.definitions import validate, with_defaults
 from rig.streams.source import parse_redis_url
@@ -88,6 +89,10 @@ class Settings:
     proxy_redis_response_timeout: float = 5.0
     discovery_type: str | None = None
     dns_name: str = "localhost"
+    workers: int = 1
+    # set by the supervisor for each of its workers, never read from a file or variable
+    worker_index: int | None = None
+    worker_siblings: tuple = ()
 
     @classmethod
     def load(cls, config_path, environ):
@@ -116,6 +121,8 @@ class Settings:
         if values.get("cluster_listen") and not values.get("node_cookie"):
             raise SettingsError("NODE_COOKIE: required when CLUSTER_PORT is set "
                                 "(it authenticates every node of the cluster)")
+        if values.get("workers", 1) > 1:
+            _check_workers(values)
         return cls(**values)
 
 
@@ -336,6 +343,42 @@ def _check_https(values):
         raise SettingsError(f"HTTPS_KEYFILE: {error} ({keyfile!r}, {certfile!r})") from None
 
 
+def _workers(value):
+    """A number of worker processes, or ``auto``: one per usable core."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    check, parse = _integer(1)
+    try:
+        return parse(value) if isinstance(value, str) else check(value)
+    except ValueError:
+        raise ValueError(f"must be an integer >= 1 or auto, got {value!r}") from None
+
+
+def _check_workers(values):
+    """Workers share TCP ports, and each listens for cluster links on CLUSTER_PORT + i."""
+    count = values["workers"]
+    listeners = [("inbound_listen", "INBOUND_PORT"), ("api_listen", "API_HTTP_PORT")]
+    if values.get("https_certfile"):
+        listeners += [("inbound_https_listen", "INBOUND_HTTPS_PORT"),
+                      ("api_https_listen", "API_HTTPS_PORT")]
+    for field, env in listeners:
+        description = values.get(field, attrs.fields_dict(Settings)[field].default)
+        if tcp_address(description) is None:
+            raise SettingsError(f"{env}: with WORKERS={count} every listener must be a port or a"
+                                f" tcp: or tcp6: endpoint (they share it), got {description!r}")
+    cluster = values.get("cluster_listen")
+    if cluster is not None:
+        kind, positional, _ = parse_description(cluster)
+        port = int(positional[0]) if kind in ("tcp", "tcp6", "ssl") and positional else 0
+        if not 0 < port <= 65536 - count:
+            raise SettingsError(f"CLUSTER_PORT: with WORKERS={count} worker i listens on "
+                                f"CLUSTER_PORT + i, so it must be a tcp:, tcp6: or ssl: port "
+                                f"from 1 to {65536 - count}, got {cluster!r}")
+    elif values.get("cluster_seeds") or values.get("discovery_type"):
+        raise SettingsError("CLUSTER_SEEDS: other machines can join the workers only on a"
+                            " CLUSTER_PORT (without one they talk over loopback only)")
+
+
 def _milliseconds():
     """RIG gives timeouts in milliseconds; the services want seconds."""
     check_int, parse_int = _integer(1)
@@ -493,6 +536,7 @@ _SPECS = (
     _spec("proxy_redis_response_timeout", "PROXY_REDIS_RESPONSE_TIMEOUT", *_milliseconds()),
     _spec("discovery_type", "DISCOVERY_TYPE", _discovery),
     _spec("dns_name", "DNS_NAME", _text),
+    _spec("workers", "WORKERS", _workers),
 )
 
 

@@ -36,12 +36,29 @@ class Options(usage.Options):
 
 
 def makeService(options):
-    """Build (never start) the service tree; the one place the global reactor is imported."""
+    """Build (never start) the service tree; the one place the global reactor is imported.
+
+    With ``WORKERS`` > 1 the tree is a supervisor of that many worker processes.
+    """
     from twisted.internet import reactor
 
+    if options.settings.workers > 1:
+        from rig.supervisor import SupervisorService
+
+        return SupervisorService.build(options.settings, reactor, environ=os.environ,
+                                       config_path=options["config"])
     from rig.service import RigService
 
     return RigService.build(options.settings, reactor, environ=os.environ)
+
+
+def run_worker(argv):
+    """``python -m rig.worker``: one worker process of a supervisor (see rig.worker)."""
+    from twisted.internet import reactor
+
+    from rig.worker import run
+
+    return run(reactor, argv, dict(os.environ))
 
 
 def _offer_logger(parent, settings):

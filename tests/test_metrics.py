@@ -367,3 +367,28 @@ async def test_cluster_members_by_state_and_events_from_peers(make_gateway):
     scraped = await metrics(a)
     assert scraped.value("rig_cluster_members", state="alive") == 1
     assert scraped.value("rig_cluster_members", state="left") == 1
+
+
+def test_every_sample_of_every_worker_is_labelled_with_its_worker():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rig.metrics.workers import label_workers
+
+    def families(connections, deliveries):
+        gauge = GaugeMetricFamily("rig_connections", "c", labels=["transport"])
+        gauge.add_metric(["ws"], connections)
+        return [gauge, CounterMetricFamily("rig_deliveries", "d", value=deliveries)]
+
+    # a sibling's families come back through the text format
+    registry = CollectorRegistry()
+    registry.register(type("C", (), {"collect": lambda self: families(3, 7)})())
+    sibling = list(text_string_to_metric_families(generate_latest(registry).decode()))
+    merged = {family.name: family for family in label_workers([(0, families(2, 5)),
+                                                              (1, sibling)])}
+    assert [(s.labels, s.value) for s in merged["rig_connections"].samples] == [
+        ({"transport": "ws", "worker": "0"}, 2), ({"transport": "ws", "worker": "1"}, 3)]
+    assert [(s.name, s.labels, s.value) for s in merged["rig_deliveries"].samples] == [
+        ("rig_deliveries_total", {"worker": "0"}, 5),
+        ("rig_deliveries_total", {"worker": "1"}, 7)]

@@ -52,6 +52,7 @@ def test_env_names():
         "CLUSTER_SEEDS",
         "CLUSTER_TLS_CA",
         "CLUSTER_INTEREST_TIMEOUT",
+        "WORKERS",
         "REDIS_URL",
         "REDIS_SOURCE_STREAMS",
         "REDIS_CONSUMER_GROUP",
@@ -564,3 +565,36 @@ def test_shutdown_drain_timeout():
     for bad in ("0", "-1", "soon"):
         message = error_for(environ={"SHUTDOWN_DRAIN_TIMEOUT": bad})
         assert message.startswith("SHUTDOWN_DRAIN_TIMEOUT: ")
+
+
+def test_workers():
+    assert Settings().workers == 1
+    assert Settings.from_mapping({"workers": 3}, {}).workers == 3
+    assert Settings.from_mapping({}, {"WORKERS": "2"}).workers == 2
+    assert Settings.from_mapping({}, {"WORKERS": "auto"}).workers == len(os.sched_getaffinity(0))
+    assert Settings.from_mapping({"workers": "auto"}, {}).workers >= 1
+    for bad in ("0", "-2", "many", "1.5"):
+        assert error_for(environ={"WORKERS": bad}).startswith("WORKERS: must be an integer")
+
+
+@pytest.mark.parametrize(("environ", "start"), [
+    ({"INBOUND_PORT": "unix:/tmp/rig.sock"}, "INBOUND_PORT: with WORKERS=2 every listener"),
+    ({"API_HTTP_PORT": "ssl:4010:privateKey=k.pem"}, "API_HTTP_PORT: with WORKERS=2"),
+    ({"CLUSTER_PORT": "tcp:0", "NODE_COOKIE": "c"}, "CLUSTER_PORT: with WORKERS=2 worker i"),
+    ({"CLUSTER_PORT": "65535", "NODE_COOKIE": "c"}, "CLUSTER_PORT: with WORKERS=2 worker i"),
+    ({"CLUSTER_SEEDS": "10.0.0.5:7946"}, "CLUSTER_SEEDS: other machines can join"),
+    ({"DISCOVERY_TYPE": "dns"}, "CLUSTER_SEEDS: other machines can join"),
+])
+def test_workers_need_shareable_listeners(environ, start):
+    assert error_for(environ={"WORKERS": "2", **environ}).startswith(start)
+
+
+def test_workers_with_a_cluster_port_or_none():
+    plain = Settings.from_mapping({}, {"WORKERS": "2", "INBOUND_PORT": "tcp6:4000"})
+    assert (plain.workers, plain.cluster_listen, plain.node_cookie) == (2, None, None)
+    clustered = Settings.from_mapping({"workers": 4, "cluster_port": 7946}, {
+        "NODE_COOKIE": "c", "CLUSTER_SEEDS": "10.0.0.5:7946"})
+    assert clustered.cluster_listen == "tcp:7946"
+    # HTTPS listeners are checked only when HTTPS is on
+    assert Settings.from_mapping({}, {"WORKERS": "2",
+                                      "INBOUND_HTTPS_PORT": "unix:/tmp/s"}).workers == 2

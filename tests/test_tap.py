@@ -193,3 +193,24 @@ def test_twistd_rig_with_half_the_https_files_exits_1(tmp_path, which, missing):
     assert last.startswith(f"rig: bad setting: {missing}: ")
     assert f"Please also set {missing}" in last
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_make_service_with_workers_builds_a_supervisor(monkeypatch):
+    from rig.supervisor import SupervisorService
+
+    monkeypatch.setenv("WORKERS", "2")
+    options = tap.Options()
+    options.parseOptions(["--config", "etc/rig.toml"])
+    service = tap.makeService(options)
+    assert isinstance(service, SupervisorService)
+    assert service.supervisor.settings.workers == 2
+    assert service.supervisor._config_path == "etc/rig.toml"
+    assert not service.running  # built, never started
+
+
+def test_twistd_rig_workers_need_a_tcp_listener(tmp_path):
+    result = run_twistd(tmp_path, "-n", "rig", WORKERS="2", INBOUND_PORT="unix:rig.sock")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [(
+        "rig: bad setting: INBOUND_PORT: with WORKERS=2 every listener must be a port or a tcp:"
+        " or tcp6: endpoint (they share it), got 'unix:rig.sock'")]

@@ -31,10 +31,12 @@ from collections import deque
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, serverFromString
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
+
+from rig.listeners import server_endpoint
 
 PROTOCOL_VERSION = 1
 NONCE_BYTES = 32
@@ -213,7 +215,7 @@ class LinkProtocol(Int32StringReceiver):
         self._cancel_timeout()
         self.state = "open"
         self.MAX_LENGTH = self.links.max_message_bytes
-        self.log.info("Cluster link {role} with {node} at {address} is up",
+        self.log.info("Cluster link {role} {node} is up",
                       role="to" if self.peer is not None else "from",
                       node=self.remote_node, address=self.remote_address)
         self.links._authenticated(self)
@@ -277,7 +279,7 @@ class ClusterLinks:
         """Listen; fires with the listening port, after which ``address`` is set."""
         self._stopping = False
         factory = Factory.forProtocol(lambda: LinkProtocol(self))
-        d = serverFromString(self.reactor, self.listen).listen(factory)
+        d = server_endpoint(self.reactor, self.listen).listen(factory)
 
         def listening(port):
             self._port = port
