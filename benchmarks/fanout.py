@@ -960,7 +960,8 @@ def raise_nofile():
 
 
 def proc_cpu_ticks(pid):
-    """utime + stime of a process, in clock ticks (None if unreadable)."""
+    """utime + stime of a process and its descendants (the workers of a
+    ``WORKERS=N`` supervisor), in clock ticks (None if unreadable)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -968,7 +969,18 @@ def proc_cpu_ticks(pid):
         return None
     fields = stat[stat.rindex(b")") + 2:].split()
     # fields[0] is field 3 (state); utime is field 14, stime field 15
-    return int(fields[11]) + int(fields[12])
+    ticks = int(fields[11]) + int(fields[12])
+    for child in proc_children(pid):
+        ticks += proc_cpu_ticks(child) or 0
+    return ticks
+
+
+def proc_children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
 
 
 def self_cpu_s():
@@ -1018,14 +1030,15 @@ def pinned_cpu(pid):
 
 
 def proc_rss_kb(pid):
+    """Resident KB of a process and its descendants (None if unreadable)."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
+            own = next((int(line.split()[1]) for line in f if line.startswith(b"VmRSS:")), None)
     except OSError:
         return None
-    return None
+    if own is None:
+        return None
+    return own + sum(proc_rss_kb(child) or 0 for child in proc_children(pid))
 
 
 def percentile(sorted_values, q):
