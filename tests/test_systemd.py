@@ -155,6 +155,31 @@ async def test_gateway_is_ready_once_listening_and_says_stopping_after(notify_so
     assert stopping.startswith("STOPPING=1\n")
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_cluster_node_is_ready_only_once_it_has_its_peers_state(notify_socket):
+    from twisted.internet import reactor
+
+    from rig.service import RigService
+    from tests.support import free_ports
+
+    path, sock = notify_socket
+    (dead,) = free_ports(1)
+    settings = Settings(inbound_listen="tcp:0:interface=127.0.0.1",
+                        api_listen="tcp:0:interface=127.0.0.1",
+                        cluster_listen="tcp:0:interface=127.0.0.1", node_cookie="c",
+                        cluster_seeds=(f"127.0.0.1:{dead}",))
+    service = RigService.build(settings, reactor, environ={"NOTIFY_SOCKET": path},
+                               cluster_options={"join_timeout": 0.3})
+    service.startService()
+    try:
+        assert received(sock) == []  # listening, but the seed has not answered
+        await service.cluster.when_synced()
+        [ready] = received(sock)
+        assert ready.startswith("READY=1\n")
+    finally:
+        await service.stopService()
+
+
 # -- unit files ---------------------------------------------------------------
 
 

@@ -322,7 +322,7 @@ class ClusterNode(Service):
                 "last_seen_seconds_ago": None if last_seen is None else round(now - last_seen, 3),
                 "link_up": self.links.is_up(member.address) if self.links else False,
             })
-        view = {"node": self.node_name, "members": members}
+        view = {"node": self.node_name, "synced": self.synced, "members": members}
         for part in self.replicated:
             describe = getattr(part, "describe", None)
             if describe is not None and self.membership is not None:
