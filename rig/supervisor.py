@@ -23,8 +23,10 @@ a VM runs several workers. The supervisor
 import json
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
 
 import attrs
 from twisted.application.service import MultiService, Service
@@ -117,7 +119,7 @@ class Supervisor(Service):
         self.listeners = []
         self.workers = []
         self._notify_port = None
-        self._notify_name = f"txrig-supervisor-{os.getpid()}-{secrets.token_hex(4)}"
+        self._notify_dir = None
         self._announced = False
 
     # -- start -----------------------------------------------------------------
@@ -129,8 +131,10 @@ class Supervisor(Service):
     def startService(self):
         super().startService()
         self._bind()
+        # in a directory only we may enter: no other local user can claim readiness
+        self._notify_dir = tempfile.mkdtemp(prefix="txrig-supervisor-")
         self._notify_port = self._reactor.listenUNIXDatagram(
-            "\0" + self._notify_name, _NotifyProtocol(self))
+            os.path.join(self._notify_dir, "notify"), _NotifyProtocol(self))
         for worker in self.workers:
             self._spawn(worker)
         self.log.info("Supervising {count} workers: {ports}", count=len(self.workers),
@@ -185,7 +189,8 @@ class Supervisor(Service):
     def _environment(self):
         environ = {name: value for name, value in self._environ.items()
                    if not name.startswith(("NOTIFY_SOCKET", "WATCHDOG_", "LISTEN_"))}
-        environ.update(NODE_COOKIE=self._cookie, NOTIFY_SOCKET="@" + self._notify_name)
+        environ.update(NODE_COOKIE=self._cookie,
+                       NOTIFY_SOCKET=os.path.join(self._notify_dir, "notify"))
         return environ
 
     def _spawn(self, worker):
@@ -309,6 +314,9 @@ class Supervisor(Service):
         port, self._notify_port = self._notify_port, None
         if port is not None:
             port.stopListening()
+        if self._notify_dir is not None:
+            shutil.rmtree(self._notify_dir, ignore_errors=True)
+            self._notify_dir = None
         self._close_sockets()
         forget_sigterm(self._reactor)
         self.log.info("Every worker has stopped")

@@ -240,3 +240,13 @@ def test_stopping_releases_every_waiting_confirmation(stopped):
         assert fired(waiting)
     else:
         assert not fired(waiting)
+
+
+def test_a_burst_waiting_for_the_same_version_shares_one_wait_and_one_timer():
+    clock, cluster, interest = replica()
+    burst = [interest.want({"greeting"}) for _ in range(50)]
+    assert len(cluster.take("rig.interest")) == 2  # pushed once to each peer
+    assert len(clock.getDelayedCalls()) == 2  # the refresh loop and one timeout
+    ack(cluster, interest, "b:1")
+    ack(cluster, interest, "c:1")
+    assert all(fired(confirmed) for confirmed in burst)

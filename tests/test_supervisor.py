@@ -1,5 +1,6 @@
 """The supervisor of ``WORKERS=N`` on a Clock: what each worker is given, restarts, stop."""
 import json
+import os
 import socket
 
 import pytest
@@ -154,7 +155,8 @@ def test_each_worker_gets_its_own_socket_on_the_shared_ports(started):
     environments = [spawned["env"] for spawned in reactor.spawned]
     cookie = environments[0]["NODE_COOKIE"]
     assert len(cookie) > 30 and environments[1]["NODE_COOKIE"] == cookie  # generated, shared
-    assert environments[0]["NOTIFY_SOCKET"] == "@" + reactor.notify_address[1:]
+    assert environments[0]["NOTIFY_SOCKET"] == reactor.notify_address
+    assert os.stat(os.path.dirname(reactor.notify_address)).st_mode & 0o777 == 0o700
     assert {"WATCHDOG_USEC", "LISTEN_FDS"}.isdisjoint(environments[0])
     assert environments[0]["PATH"] == "/bin"
     assert reactor.spawned[0]["args"][:3] == ["/venv/bin/python", "-m", "rig.worker"]

@@ -24,12 +24,13 @@ ACK = "rig.interest-ack"
 
 @attrs.define(eq=False)
 class _Wait:
-    """A confirmation waiting for peers to hold our partition at *version* or later."""
+    """Confirmations waiting for peers to hold our partition at *version* or later
+    (all the connections of a burst that wait for the same version share one)."""
 
     version: int
     peers: set  # member names still to acknowledge
-    types: frozenset
-    deferred: defer.Deferred
+    types: set
+    deferreds: list = attrs.Factory(list)
     timeout: object = None  # its DelayedCall
 
 
@@ -115,10 +116,16 @@ class InterestReplica(PartitionedReplica):
         late = [member for member in lagging if not self._has(self._sent, member, version)]
         if late:  # a peer that joined since our last change has not acknowledged us yet
             self._push(late)
-        wait = _Wait(needed, {member.name for member in lagging}, types, defer.Deferred())
-        wait.timeout = self.cluster.clock.callLater(self._timeout, self._timed_out, wait)
-        self._waits.append(wait)
-        return wait.deferred
+        wait = next((wait for wait in self._waits if wait.version == needed), None)
+        if wait is None:
+            wait = _Wait(needed, {member.name for member in lagging}, set(types))
+            wait.timeout = self.cluster.clock.callLater(self._timeout, self._timed_out, wait)
+            self._waits.append(wait)
+        wait.types |= types
+        wait.peers |= {member.name for member in lagging}  # a peer may have joined since
+        confirmed = defer.Deferred()
+        wait.deferreds.append(confirmed)
+        return confirmed
 
     def _timed_out(self, wait):
         wait.timeout = None
@@ -133,8 +140,9 @@ class InterestReplica(PartitionedReplica):
         if wait.timeout is not None and wait.timeout.active():
             wait.timeout.cancel()
         wait.timeout = None
-        if not wait.deferred.called:
-            wait.deferred.callback(None)
+        deferreds, wait.deferreds = wait.deferreds, []
+        for confirmed in deferreds:
+            confirmed.callback(None)
 
     def _settle(self, name, version=None):
         """*name* acknowledged *version* (None: it is gone); fire the waits it completes."""
