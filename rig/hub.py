@@ -73,6 +73,7 @@ class Hub:
         self.forwarders = []  # callables(event): the cluster sends events on to other nodes
         self.remote = None  # the cluster node, when there is one: calls to owning nodes
         self.cluster_interest = None  # in a cluster: confirmations wait until peers know
+        self.remote_history = None  # in a cluster: replays from the node a client left
         self.redis = None  # the Redis source, when REDIS_URL is set (for readiness)
         self.closing = False  # shutting down: new connections are refused
         self.connections = {}
@@ -118,7 +119,27 @@ class Hub:
         subscriptions event, before any live one.
         """
         self.connections[connection.local_id] = connection
+        if resume is not None and self.remote_history is not None:
+            address = self.remote_history.owner_of(resume)
+            if address is not None:  # the client comes from another node (or worker)
+                return self._resume_from(address, connection, subscriptions, resume)
         return self._once_confirmed(connection, subscriptions, self._welcome, resume)
+
+    def _resume_from(self, address, connection, subscriptions, resume):
+        """Ask the node the client left for what it missed; add what arrives here meanwhile."""
+        mark = self.history.position_id().decode("ascii")
+        types = {subscription.event_type for subscription in subscriptions}
+
+        def fetched(reply):
+            if self.connections.get(connection.local_id) is not connection:
+                return False
+            return self._once_confirmed(connection, subscriptions, self._welcome, resume,
+                                        (reply, mark))
+
+        fetching = self.remote_history.fetch(address, resume, types).addCallback(fetched)
+        fetching.addErrback(lambda failure: self.log.failure(
+            "resuming connection {local_id}", failure, local_id=connection.local_id))
+        return fetching
 
     def _once_confirmed(self, connection, subscriptions, then, *args):
         """Run ``then(connection, subscriptions, *args)`` once the cluster (if any) routes
@@ -142,12 +163,22 @@ class Hub:
             "confirming connection {local_id}", failure, local_id=connection.local_id))
         return waiting
 
-    def _welcome(self, connection, subscriptions, resume):
+    def _welcome(self, connection, subscriptions, resume, elsewhere=None):
+        """The welcome events, then what the client missed since *resume*: from this
+        node's history, or (*elsewhere*) from the node it left plus what this node
+        received after the question went out."""
         welcome = {"connection_token": connection.token}
         missed = ()
         if resume is not None:
-            complete, missed = self.history.since(
-                resume, {subscription.event_type for subscription in subscriptions})
+            types = {subscription.event_type for subscription in subscriptions}
+            if elsewhere is None:
+                complete, missed = self.history.since(resume, types)
+            else:
+                reply, mark = elsewhere
+                complete, missed = reply if reply is not None else (False, [])
+                seen = {event.id for _, event in missed}
+                missed = missed + [(position, event) for position, event
+                                   in self.history.since(mark, types)[1] if event.id not in seen]
             welcome["recovered"] = complete
             missed = self._matching(subscriptions, missed)
             self.stats.recoveries["complete" if complete else "incomplete"] += 1

@@ -25,7 +25,8 @@ import collections
 import itertools
 import os
 
-# peers learn of a node's new interest within one refresh (0.5 s) and a hop
+# peers learn of a new interest before the confirmation (pushed and acknowledged); the
+# grace covers interest that lingers or is refreshed without a confirmation
 INTEREST_GRACE = 2.0
 
 

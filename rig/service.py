@@ -17,6 +17,7 @@ from rig.cluster.calls import OwnerCalls, token_boot
 from rig.cluster.interest import InterestReplica
 from rig.cluster.membership import make_boot
 from rig.cluster.node import ClusterNode
+from rig.cluster.recovery import RemoteHistory, history_epoch
 from rig.cluster.replicas import ApiReplica, BlacklistReplica, SessionsReplica
 from rig.cluster.routing import EventRouter
 from rig.connections.longpoll import poll_from_peer
@@ -200,7 +201,9 @@ class RigService(MultiService):
             send_queue_limit=settings.send_queue_limit,
             auth=Authority.from_settings(settings, reactor),
             history=History(reactor, max_events=settings.recovery_history_size,
-                            max_age=settings.recovery_history_age),
+                            max_age=settings.recovery_history_age,
+                            # in a cluster, any node can tell whose position an SSE id is
+                            epoch=history_epoch(boot) if boot else None),
         )
         service = cls(hub)
         service.settings = settings
@@ -285,13 +288,14 @@ class RigService(MultiService):
         hub.forwarders.append(router.forward)
         hub.remote = correlations.remote = calls
         hub.cluster_interest = interest
+        hub.remote_history = RemoteHistory(hub.history, calls)
         service.cluster = ClusterNode(
             reactor, cookie=settings.node_cookie, listen=settings.cluster_listen,
             node_host=settings.node_host, boot=boot, seeds=settings.cluster_seeds,
             dns_name=settings.dns_name if settings.discovery_type == "dns" else None,
             tls_ca=settings.cluster_tls_ca, swim_config=swim_config,
             parts=[interest, session_map, BlacklistReplica(hub.auth.blacklist),
-                   ApiReplica(service.store), router, calls],
+                   ApiReplica(service.store), router, calls, hub.remote_history],
             named=[hub.codec, correlations.codec], **options,
         )
         service.interest, service.session_map, service.owner_calls = interest, session_map, calls

@@ -345,7 +345,8 @@ async def test_a_healed_partition_converges(make_gateway):
 async def test_a_reconnecting_client_recovers_events_published_on_another_node(make_gateway):
     """The node keeps its interest in a closed connection's types while the
     client may come back, so events published elsewhere meanwhile still reach
-    its history; a position from another node is never taken for one of ours."""
+    its history; a client that comes back to another node is replayed them
+    from there."""
     a, b, _ = await three_nodes(make_gateway)
     query = "?subscriptions=" + subs_query([{"eventType": "greeting"}])
     first = await b.sse(query)
@@ -367,8 +368,20 @@ async def test_a_reconnecting_client_recovers_events_published_on_another_node(m
     assert (await second.next_event())["data"]["recovered"] is True
     await second.next_event()
     assert (await second.next_event())["id"] == "while-away"
+    # a node the client never saw asks the one whose position it is
     elsewhere = await a.sse(query, headers=[("Last-Event-ID", last)])
-    assert (await elsewhere.next_event())["data"]["recovered"] is False
+    assert (await elsewhere.next_event())["data"]["recovered"] is True
+    await elsewhere.next_event()
+    assert (await elsewhere.next_event())["id"] == "while-away"
+    await a.publish(greeting("x", "live"))  # once, not also as a replay
+    assert (await elsewhere.next_event())["id"] == "live"
+    assert (await second.next_event())["id"] == "live"
+    # a position of a node that is gone cannot be recovered
+    await b.stop()
+    await eventually(lambda: a.service.cluster.member(b.service.cluster.node_name).state
+                     in ("left", "dead"))
+    orphan = await a.sse(query, headers=[("Last-Event-ID", last)])
+    assert (await orphan.next_event())["data"]["recovered"] is False
 
 
 @pytest_twisted.ensureDeferred

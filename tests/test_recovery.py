@@ -250,3 +250,92 @@ async def test_long_polling_new_session_resumes_from_last_event_id(gateway):
     assert created["data"]["recovered"] is True
     assert subscriptions["type"] == "rig.subscriptions_set"
     assert replayed["id"] == "alice-id"
+
+
+# -- resuming on another node ---------------------------------------------------
+
+
+class RecordingConnection:
+    coalesce = False
+    sessions = None
+    expiry_call = None
+
+    def __init__(self, hub):
+        self.local_id = hub.new_local_id()
+        self.token = hub.token_for(self.local_id)
+        self.received = []  # rig event types, and (position, event id) of events
+
+    def framer(self, event, position):
+        return (position, event.id)
+
+    def deliver(self, frame):
+        self.received.append(frame)
+
+    write_frame = deliver
+
+    def send_rig_event(self, rig_event):
+        self.received.append((rig_event.type, rig_event.document.get("data")))
+
+
+class FakeRemoteHistory:
+    """The node a client left: its positions start with ``gone.``; answers on demand."""
+
+    def __init__(self):
+        from twisted.internet.defer import Deferred
+
+        self.asked = []
+        self._deferred = Deferred
+
+    def owner_of(self, last_event_id):
+        return "peer:1" if last_event_id.startswith("gone.") else None
+
+    def fetch(self, address, last_event_id, event_types):
+        waiting = self._deferred()
+        self.asked.append((address, last_event_id, sorted(event_types), waiting))
+        return waiting
+
+
+def test_a_position_of_another_node_is_replayed_from_there_plus_what_came_here_meanwhile():
+    from rig.hub import Hub
+    from rig.subscriptions.model import Subscription
+
+    clock = Clock()
+    hub = Hub(clock, history=History(clock, epoch="here"))
+    hub.remote_history = remote = FakeRemoteHistory()
+    hub.publish(event("old"))  # before the client came back: not for it
+    connection = RecordingConnection(hub)
+    pending = hub.register(connection, [Subscription("greeting")], resume="gone.5")
+    assert [asked[:3] for asked in remote.asked] == [("peer:1", "gone.5", ["greeting"])]
+    assert connection.received == []  # nothing before the answer
+    hub.publish(event("meanwhile"))  # while the question was on its way
+    hub.publish(event("other", name="bob", event_type="news"))
+    remote.asked[0][3].callback((True, [(b"gone.6", event("away")),
+                                        (b"gone.7", event("meanwhile"))]))
+    assert pending.called
+    create, subscriptions_set, *events = connection.received
+    assert create == ("rig.connection.create",
+                      {"connection_token": connection.token, "recovered": True})
+    assert subscriptions_set[0] == "rig.subscriptions_set"
+    assert events == [(b"gone.6", "away"), (b"gone.7", "meanwhile")]  # each once
+    hub.publish(event("live"))
+    clock.advance(0)  # live frames go out at the end of the reactor turn
+    assert connection.received[-1] == (b"here.4", "live")
+
+
+def test_a_node_that_does_not_answer_gives_what_came_here_and_recovered_false():
+    from rig.hub import Hub
+    from rig.subscriptions.model import Subscription
+
+    clock = Clock()
+    hub = Hub(clock, history=History(clock, epoch="here"))
+    hub.remote_history = remote = FakeRemoteHistory()
+    connection = RecordingConnection(hub)
+    hub.register(connection, [Subscription("greeting")], resume="gone.5")
+    hub.publish(event("meanwhile"))
+    remote.asked[0][3].callback(None)  # timed out
+    create, _subscriptions_set, *events = connection.received
+    assert create[1]["recovered"] is False
+    assert events == [(b"here.1", "meanwhile")]
+    other = RecordingConnection(hub)
+    hub.register(other, [Subscription("greeting")], resume="elsewhere.5")  # nobody's: local
+    assert other.received[0][1]["recovered"] is False and len(remote.asked) == 1
