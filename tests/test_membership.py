@@ -552,3 +552,14 @@ def test_lossy_links_eventually_converge(drops, seed):
     net.run(10)
     net.drop.clear()
     net.run_until(net.converged, 40)
+
+
+def test_introduce_makes_the_receiver_hold_us_alive():
+    a = Membership("a", "a", "b1", rng=random.Random(1))
+    b = Membership("b", "b", "b1", rng=random.Random(2))
+    [(address, message)] = a.introduce(0.0, "b")
+    assert address == "b" and message["type"] == "gossip"
+    b.receive(0.0, "a", json.loads(json.dumps(message)))
+    assert b.member("a").state == ALIVE
+    a.leave(1.0)
+    assert a.introduce(1.0, "b") == []  # a node that left introduces itself to nobody
