@@ -19,6 +19,8 @@ from collections.abc import Mapping
 
 import attrs
 
+from rig import jsonbounds
+
 __all__ = [
     "CloudEvent",
     "EventError",
@@ -124,13 +126,9 @@ def _is_json_media(content_type) -> bool:
     return media == "application/json" or ("/" in media and media.endswith("+json"))
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not a valid JSON value")
-
-
 def _loads(text: str):
-    """Strict ``json.loads``: NaN and Infinity are not JSON."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """Bounded, strict JSON: NaN and Infinity are not JSON, nor is 1e999."""
+    return jsonbounds.loads(text)
 
 
 def _dumps(document) -> bytes:
@@ -202,15 +200,10 @@ def parse_structured(body: bytes) -> CloudEvent:
         raise EventError("The request body is not valid UTF-8.") from None
     try:
         document = _loads(text)
-    except json.JSONDecodeError as error:
-        raise EventError(
-            f"{_STRUCTURED}it is not valid JSON "
-            f"({error.msg} at line {error.lineno} column {error.colno})."
-        ) from None
-    except ValueError as error:
-        raise EventError(f"{_STRUCTURED}it is not valid JSON ({error}).") from None
-    except RecursionError:
-        raise EventError(f"{_STRUCTURED}it is not valid JSON (nested too deeply).") from None
+    except jsonbounds.JSONInputError as error:
+        why = str(error) if error.msg is None else (
+            f"{error.msg} at line {error.lineno} column {error.colno}")
+        raise EventError(f"{_STRUCTURED}it is not valid JSON ({why}).") from None
     if not isinstance(document, dict):
         raise EventError(f"{_STRUCTURED}it is not a JSON object.")
     try:

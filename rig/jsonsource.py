@@ -1,6 +1,7 @@
 """Settings that RIG takes as "a file path or the JSON itself" (EXTRACTORS, PROXY_CONFIG_FILE)."""
-import json
 import os
+
+from rig import jsonbounds
 
 
 def load_path_or_json(text):
@@ -13,6 +14,6 @@ def load_path_or_json(text):
         except (OSError, UnicodeDecodeError) as error:
             raise ValueError(f"cannot read {stripped!r}: {error}") from None
     try:
-        return json.loads(text)
+        return jsonbounds.loads(text)
     except ValueError as error:
         raise ValueError(f"neither a readable file nor valid JSON: {error}") from None

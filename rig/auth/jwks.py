@@ -4,11 +4,12 @@ Validation never waits for the network: a token whose key id is unknown is
 refused at once and triggers a (rate-limited) refetch, so the client's retry
 finds the new key.
 """
-import json
 
 import jwt
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from rig import jsonbounds
 
 
 class JWKSKeys:
@@ -55,7 +56,7 @@ class JWKSKeys:
         status, body = response
         if not 200 <= status < 300:
             raise ValueError(f"HTTP status {status}")
-        document = json.loads(body)
+        document = jsonbounds.loads(body)
         key_set = jwt.PyJWKSet.from_dict(document)
         keys = {
             jwk.key_id: jwk for jwk in key_set.keys

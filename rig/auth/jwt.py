@@ -25,6 +25,8 @@ _SKIP_PYJWT_CLAIM_CHECKS = {
     "verify_aud": False, "verify_iss": False,
 }
 MAX_TOKEN_BYTES = 16384
+MAX_LIFETIME = 100 * 365 * 86400  # seconds a token may still be valid for
+MAX_LIFETIME_TEXT = "100 years"
 
 
 class InvalidJWT(ValueError):
@@ -110,7 +112,7 @@ class JWTValidator:
             raise InvalidJWT("Invalid signature") from None
         except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError):
             raise InvalidJWT("Invalid signature") from None
-        except (jwt.PyJWTError, ValueError, TypeError):
+        except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
             raise InvalidJWT("Could not verify token") from None
         if not isinstance(claims, dict):
             raise InvalidJWT("Could not verify token")
@@ -142,6 +144,8 @@ class JWTValidator:
         expires = claims.get("exp")
         if not _is_number(expires) or expires <= now - self._leeway:
             raise InvalidJWT("token expired")
+        if expires > now + MAX_LIFETIME:  # 10**400 would overflow every timer
+            raise InvalidJWT(f"token expiry out of range (more than {MAX_LIFETIME_TEXT} ahead)")
         not_before = claims.get("nbf", MISSING)
         if not_before is not MISSING and (
             not _is_number(not_before) or not_before > now + self._leeway
@@ -158,8 +162,11 @@ class JWTValidator:
 
 
 def _is_number(value):
-    """A finite JSON number (NaN would compare false with everything and never expire)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number (NaN would compare false with everything and never expire);
+    integers are finite however large (``math.isfinite`` would overflow on 10**400)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 class NoJWTValidation:

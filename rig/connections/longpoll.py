@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
+from rig import jsonbounds
 from rig.connections.frames import longpoll_frame
 from rig.connections.setup import SetupError, admit
 from rig.connections.token import InvalidToken
@@ -170,7 +171,7 @@ def _cursor(request):
     if raw is None:
         return FIRST_EVENT
     try:
-        value = json.loads(raw.decode("utf-8", "replace"))
+        value = jsonbounds.loads(raw.decode("utf-8", "replace"))
     except ValueError:
         return FIRST_EVENT
     return value if isinstance(value, str) else FIRST_EVENT

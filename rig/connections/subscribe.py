@@ -4,9 +4,9 @@ Replace semantics: the new set is what this request's Bearer tokens infer
 plus the body's subscriptions; the connection then gets ``rig.subscriptions_set``.
 Checks run in RIG's order so every failure gets RIG's status and sentence.
 """
-import json
 from urllib.parse import unquote
 
+from rig import jsonbounds
 from rig.auth.checks import CheckRequest, authorization_tokens
 from rig.auth.jwt import InvalidJWT
 from rig.connections.token import InvalidToken
@@ -37,7 +37,7 @@ async def put_subscriptions(hub, cors, request, kind, token):
     try:
         if not _is_json_content_type(content_type):
             raise ValueError("the content-type must be application/json")
-        body = json.loads(raw_body.decode("utf-8"))
+        body = jsonbounds.loads(raw_body)
     except ValueError as error:  # includes UnicodeDecodeError and JSONDecodeError
         return respond(request, 400, f"Expected JSON encoded body. ({error})", content_type=None)
     if not isinstance(body, dict) or "subscriptions" not in body:

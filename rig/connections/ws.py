@@ -58,9 +58,16 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self):
         query, self._query = self._query, None
         self._forget_handshake()
-        ensureDeferred(self._admit(query)).addErrback(
-            lambda failure: self.log.failure("admitting a WebSocket", failure)
-        )
+        ensureDeferred(self._admit(query)).addErrback(self._admit_failed)
+
+    def _admit_failed(self, failure):
+        """Never leave a half-made connection open: log, and close it (1011)."""
+        self.log.failure("admitting a WebSocket", failure)
+        if self.local_id is not None:
+            self.factory.hub.unregister(self)
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=1011, reasonUtf8=b"Internal error.", isReply=False)
+        self.dropConnection(abort=False)
 
     async def _admit(self, query):
         hub = self.factory.hub

@@ -12,6 +12,7 @@ import json
 from twisted.internet import defer
 from twisted.web.server import NOT_DONE_YET
 
+from rig import jsonbounds
 from rig.proxy.forward import forwarded_path
 from rig.proxy.gateway import Outcome
 from rig.web.http import request_body, respond
@@ -60,7 +61,7 @@ class RedisTarget:
             outcome.status = "unreachable"
             return respond(request, 503, "Redis is not configured (REDIS_URL).", headers=headers)
         try:
-            event = json.loads(request_body(request).decode("utf-8"))
+            event = jsonbounds.loads(request_body(request))
         except ValueError:
             outcome.status = "bad_request"
             return respond(request, 400, "Bad request: expected a JSON encoded request body."

@@ -5,6 +5,8 @@ client sees the same sentences it saw from the original gateway.
 """
 import json
 
+from rig import jsonbounds
+
 ABSENT = object()
 
 
@@ -76,7 +78,7 @@ def decode_subscriptions_param(text, allow_wrapped=False):
     decoder's message when it is not JSON. Long polling also accepts the
     ``{"subscriptions": [...]}`` form (*allow_wrapped*).
     """
-    value = json.loads(text)
+    value = jsonbounds.loads(text)
     if allow_wrapped and isinstance(value, dict) and "subscriptions" in value:
         value = value["subscriptions"]
     return value

@@ -16,8 +16,16 @@ def _session_id(params):
         raise _Invalid('Missing value for "sessionId"')
     value = params["sessionId"]
     if not isinstance(value, str) or not value:
-        raise _Invalid(f"Expected non-empty string, got {json.dumps(value)}")
+        raise _Invalid(f"Expected non-empty string, got {_shown(value)}")
     return value
+
+
+MAX_VALIDITY = 10 * 365 * 86400  # ten years, in seconds
+
+
+def _shown(value):
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:36] + "..."
 
 
 def _validity(params):
@@ -28,13 +36,16 @@ def _validity(params):
         try:
             number = float(value.strip())
         except ValueError:
-            raise _Invalid(f"Expected a number, got {json.dumps(value)}") from None
+            raise _Invalid(f"Expected a number, got {_shown(value)}") from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
         number = value
     else:
-        raise _Invalid(f"Expected a number, got {json.dumps(value)}")
-    if not math.isfinite(number) or number <= 0:
-        raise _Invalid(f"Expected a positive number, got {json.dumps(value)}")
+        raise _Invalid(f"Expected a number, got {_shown(value)}")
+    if (isinstance(number, float) and not math.isfinite(number)) or number <= 0:
+        raise _Invalid(f"Expected a positive number, got {_shown(value)}")
+    if number > MAX_VALIDITY:
+        raise _Invalid(f"Expected at most {MAX_VALIDITY} seconds (ten years),"
+                       f" got {_shown(value)}")
     return number
 
 

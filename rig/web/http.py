@@ -13,6 +13,7 @@ from twisted.web.server import NOT_DONE_YET
 from rig.connections.outbox import no_delay
 
 TEXT = b"text/plain; charset=utf-8"
+_REQUEST_LINE = re.compile(rb"[A-Z]{3,10} ")
 JSON = b"application/json; charset=utf-8"
 
 
@@ -66,6 +67,18 @@ class RigChannel(http.HTTPChannel):
     def connectionLost(self, reason):
         self.site.channel_closed(self)
         super().connectionLost(reason)
+
+    def lineLengthExceeded(self, line):
+        """A request line or header over ``MAX_LENGTH``: say which (414 or 431), then close
+        (Twisted would close without a word)."""
+        if _REQUEST_LINE.match(line):
+            status, text = b"414 URI Too Long", b"URI too long."
+        else:
+            status, text = b"431 Request Header Fields Too Large", b"Request header too large."
+        self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                             % (status, len(text), text))
+        self.transport.loseConnection()
 
     def checkPersistence(self, request, version):
         """While the site drains, every response is the connection's last."""

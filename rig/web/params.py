@@ -1,6 +1,6 @@
 """Request parameters on the internal API: JSON, urlencoded or multipart bodies (spec 1.3)."""
-import json
 
+from rig import jsonbounds
 from rig.web.http import JSON, header, request_body, respond
 
 BAD_REQUEST = b'{"errors":{"detail":"Bad request"}}'
@@ -27,7 +27,7 @@ def body_params(request):
     media = content_type.split(";")[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         try:
-            value = json.loads(body.decode("utf-8"))
+            value = jsonbounds.loads(body)
         except ValueError:
             raise ParamsError(400) from None
         return value if isinstance(value, dict) else {"_json": value}
