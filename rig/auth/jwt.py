@@ -25,8 +25,7 @@ _SKIP_PYJWT_CLAIM_CHECKS = {
     "verify_aud": False, "verify_iss": False,
 }
 MAX_TOKEN_BYTES = 16384
-MAX_LIFETIME = 100 * 365 * 86400  # seconds a token may still be valid for
-MAX_LIFETIME_TEXT = "100 years"
+LAST_EXPIRY = 253402300799  # 9999-12-31T23:59:59Z: later has no calendar date
 
 
 class InvalidJWT(ValueError):
@@ -144,8 +143,8 @@ class JWTValidator:
         expires = claims.get("exp")
         if not _is_number(expires) or expires <= now - self._leeway:
             raise InvalidJWT("token expired")
-        if expires > now + MAX_LIFETIME:  # 10**400 would overflow every timer
-            raise InvalidJWT(f"token expiry out of range (more than {MAX_LIFETIME_TEXT} ahead)")
+        if expires > LAST_EXPIRY:  # 10**400 would overflow every timer
+            raise InvalidJWT("token expiry out of range (after the year 9999)")
         not_before = claims.get("nbf", MISSING)
         if not_before is not MISSING and (
             not _is_number(not_before) or not_before > now + self._leeway
