@@ -33,6 +33,7 @@ from rig.proxy.gateway import Proxy
 from rig.proxy.pool import proxy_agent
 from rig.proxy.redis_target import RedisTarget
 from rig.proxy.store import ApiStore
+from rig.proxy.targets import TargetPolicy, local_names, peer_hosts
 from rig.recovery import History
 from rig.streams.source import RedisSource
 from rig.systemd import SystemdService
@@ -213,12 +214,16 @@ class RigService(MultiService):
             store.create(api)
         correlations = Correlations(reactor, TokenCodec.from_cookie(
             node, settings.node_cookie, purpose=b"correlation", boot_id=codec.boot_id))
+        policy = TargetPolicy(
+            env_allowed=settings.proxy_use_env_allowed, environ=dict(environ or {}),
+            own_ports=service.listener_ports, internal_ports=service.internal_ports,
+            peer_hosts=service.peer_hosts,
+            local_names=local_names(settings.host, settings.node_host))
         proxy = Proxy(
             store=store,
             forwarder=Forwarder(reactor, proxy_agent(reactor),
                                 recv_timeout=settings.proxy_recv_timeout,
-                                by_address=_address_of(settings.host),
-                                environ=dict(environ or {})),
+                                by_address=_address_of(settings.host), policy=policy),
             correlations=correlations, validator=hub.auth.validator,
             cors=settings.cors.encode("utf-8"), request_log="console" in settings.request_log,
             async_timeout=settings.proxy_http_async_response_timeout, clock=reactor,
@@ -260,7 +265,8 @@ class RigService(MultiService):
         service.systemd.setServiceParent(service)
         internal = ListenerService(reactor, settings.api_listen,
                                    internal_site(hub, settings, store, correlations,
-                                                 service.metrics, cluster=service.cluster),
+                                                 service.metrics, cluster=service.cluster,
+                                                 target_policy=policy),
                                    drain_timeout=settings.shutdown_drain_timeout)
         internal.setName("internal")
         internal.setServiceParent(service)
@@ -319,6 +325,25 @@ class RigService(MultiService):
             listener = ListenerService(reactor, description, tls_factory(options, site, reactor))
             listener.setName(name)
             listener.setServiceParent(service)
+
+    def listener_ports(self):
+        """``{port: listener name}`` of the bound TCP listeners (what no API may target)."""
+        ports = {}
+        for service in self:
+            port = getattr(service, "port", None)
+            if isinstance(service, ListenerService) and port is not None:
+                address = port.getHost()
+                if hasattr(address, "port"):
+                    ports[address.port] = service.name
+        return ports
+
+    def peer_hosts(self):
+        return peer_hosts(self.cluster)
+
+    def internal_ports(self):
+        """The ports of the internal listeners (a cluster peer's are taken to be the same)."""
+        return {port for port, name in self.listener_ports().items()
+                if name.startswith("internal")}
 
     def address(self, name):
         """The bound address of listener *name* (``inbound``, ``internal`` or ``*_https``)."""

@@ -18,6 +18,7 @@ from rig.jsonsource import load_path_or_json
 from rig.listeners import parse_description, tcp_address
 from rig.logs import parse_format, parse_level
 from rig.proxy.definitions import validate, with_defaults
+from rig.proxy.targets import TargetPolicy, local_names
 from rig.streams.source import parse_redis_url
 from rig.subscriptions.extractors import ExtractorConfig, parse_extractors
 from rig.subscriptions.pointer import parse_pointer
@@ -74,6 +75,7 @@ class Settings:
     submission_check: str = "no_check"
     auth_check_timeout: float = 5.0
     proxy_config: tuple = ()
+    proxy_use_env_allowed: tuple = ()
     proxy_recv_timeout: float = 5.0
     proxy_http_async_response_timeout: float = 5.0
     proxy_max_body_bytes: int = 1 << 30
@@ -123,6 +125,7 @@ class Settings:
                                 "(it authenticates every node of the cluster)")
         if values.get("workers", 1) > 1:
             _check_workers(values)
+        _check_proxy_targets(values, environ)
         return cls(**values)
 
 
@@ -379,6 +382,36 @@ def _check_workers(values):
                             " CLUSTER_PORT (without one they talk over loopback only)")
 
 
+def _variable_names(value):
+    """Environment variable names, comma-separated (or a TOML array); ``NAME*`` is a prefix."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", name):
+            raise ValueError(f"expected environment variable names (NAME or PREFIX*), got {name!r}")
+    return names
+
+
+def _check_proxy_targets(values, environ):
+    """An API of PROXY_CONFIG_FILE may not read a variable that is not allowed, nor point
+    at this gateway's own listeners (one line naming the API)."""
+    apis = values.get("proxy_config", ())
+    if not apis:
+        return
+    ports = {}
+    for field, name in (("inbound_listen", "inbound"), ("api_listen", "internal")):
+        address = tcp_address(values.get(field, attrs.fields_dict(Settings)[field].default))
+        if address is not None and address[2]:
+            ports[address[2]] = name
+    policy = TargetPolicy(env_allowed=values.get("proxy_use_env_allowed", ()),
+                          environ=dict(environ), own_ports=lambda: ports,
+                          local_names=local_names(values.get("host"), values.get("node_host")))
+    for api in apis:
+        for entry in policy.errors(api["proxy"]):
+            (field, message), = entry.items()
+            raise SettingsError(f"PROXY_CONFIG_FILE: API {api['id']!r}: proxy.{field} {message}")
+
+
 def _milliseconds():
     """RIG gives timeouts in milliseconds; the services want seconds."""
     check_int, parse_int = _integer(1)
@@ -519,6 +552,7 @@ _SPECS = (
     _spec("submission_check", "SUBMISSION_CHECK", _check_mode),
     _spec("auth_check_timeout", "AUTH_CHECK_TIMEOUT", _check_seconds, _parse_seconds),
     _spec("proxy_config", "PROXY_CONFIG_FILE", _proxy_config),
+    _spec("proxy_use_env_allowed", "PROXY_USE_ENV_ALLOWED", _variable_names),
     _spec("proxy_recv_timeout", "PROXY_RECV_TIMEOUT", *_milliseconds()),
     _spec("proxy_http_async_response_timeout", "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT",
           *_milliseconds()),

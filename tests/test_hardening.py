@@ -109,3 +109,106 @@ async def test_huge_numbers_are_a_4xx(make_gateway, stub_server, log_events):
     await within(response.text())
     assert backend.requests == []
     assert failures(log_events) == []
+
+
+def api_to(target, port, use_env=False, api_id="a"):
+    return {"id": api_id, "name": api_id,
+            "proxy": {"target_url": target, "port": port, "use_env": use_env},
+            "version_data": {"default": {"endpoints": [
+                {"id": "e", "method": "GET", "path_regex": f"/{api_id}"}]}}}
+
+
+async def post_api(gateway, api):
+    response = await gateway.request("POST", "/v3/apis", internal=True, json=api)
+    return response.code, await within(response.json())
+
+
+@pytest_twisted.ensureDeferred
+async def test_use_env_reads_only_allowed_variables_and_never_logs_their_value(
+        make_gateway, stub_server, log_events):
+    from rig.service import RigService
+    from rig.settings import Settings
+    from tests.support import Gateway
+
+    backend = stub_server(lambda info: (200, b"via the variable"))
+    environ = {"BACKEND_HOST": "127.0.0.1", "JWT_SECRET_KEY": "s3cret-value",
+               "OTHER_HOST": "127.0.0.1", "DEAD_HOST": "127.0.0.1"}
+    settings = Settings(inbound_listen="tcp:0:interface=127.0.0.1",
+                        api_listen="tcp:0:interface=127.0.0.1", jwt_secret_key="s3cret-value",
+                        proxy_use_env_allowed=("BACKEND_HOST", "DEAD_*", "JWT_*"))
+    from twisted.internet import reactor
+    from twisted.web.client import HTTPConnectionPool
+
+    service = RigService.build(settings, reactor, environ=environ)
+    service.startService()
+    gateway = Gateway(service, HTTPConnectionPool(reactor, persistent=False))
+    try:
+        port = backend.port.getHost().port
+        code, body = await post_api(gateway, api_to("JWT_SECRET_KEY", port, True, "secret"))
+        assert code == 400 and "PROXY_USE_ENV_ALLOWED does not allow" in json.dumps(body)
+        code, body = await post_api(gateway, api_to("OTHER_HOST", port, True, "other"))
+        assert code == 400 and "'OTHER_HOST'" in json.dumps(body)
+        assert (await post_api(gateway, api_to("BACKEND_HOST", port, True, "ok")))[0] == 201
+        response = await gateway.request("GET", "/ok")
+        assert (response.code, await within(response.text())) == (200, "via the variable")
+        from tests.support import free_ports
+
+        (dead,) = free_ports(1)
+        assert (await post_api(gateway, api_to("DEAD_HOST", dead, True, "dead")))[0] == 201
+        response = await gateway.request("GET", "/dead")
+        assert response.code == 502
+        await within(response.text())
+        lines = [e for e in log_events if "Proxy to" in e.get("log_format", "")]
+        assert lines and lines[-1]["url"] == f"http://$DEAD_HOST:{dead}/dead"
+        text = json.dumps([{k: str(v) for k, v in e.items()} for e in log_events])
+        assert "s3cret-value" not in text
+    finally:
+        await gateway.stop()
+
+
+def test_a_use_env_api_at_load_names_the_variable_in_one_line():
+    from rig.settings import Settings, SettingsError
+
+    api = api_to("NODE_COOKIE", 80, True, "leak")
+    with pytest.raises(SettingsError) as info:
+        Settings.from_mapping({}, {"PROXY_CONFIG_FILE": json.dumps([api]),
+                                   "PROXY_USE_ENV_ALLOWED": "NODE_*", "NODE_COOKIE": "c"})
+    assert str(info.value) == (
+        "PROXY_CONFIG_FILE: API 'leak': proxy.target_url names the environment variable"
+        " 'NODE_COOKIE', which PROXY_USE_ENV_ALLOWED does not allow")
+    with pytest.raises(SettingsError, match="own internal listener"):
+        Settings.from_mapping({}, {"PROXY_CONFIG_FILE": json.dumps([api_to("localhost", 4010)])})
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_api_may_point_at_the_gateway_itself(gateway):
+    internal = gateway.service.address("internal").port
+    inbound = gateway.inbound_port
+    for target, port, listener in (("127.0.0.1", internal, "internal"),
+                                   ("localhost", internal, "internal"),
+                                   ("http://[::1]", internal, "internal"),
+                                   ("0.0.0.0", inbound, "inbound")):
+        code, body = await post_api(gateway, api_to(target, port))
+        assert code == 400, target
+        assert f"own {listener} listener" in json.dumps(body)
+    assert (await post_api(gateway, api_to("127.0.0.1", 9)))[0] == 201
+    response = await gateway.request("PUT", "/v3/apis/a", internal=True,
+                                     json=api_to("127.0.0.1", internal))
+    assert response.code == 400  # an existing route cannot be re-pointed at it either
+    await within(response.text())
+    response = await gateway.request("GET", "/v3/apis")  # on the public port: not served
+    assert response.code == 404
+    await within(response.text())
+
+
+def test_a_peers_internal_port_is_refused():
+    from rig.proxy.targets import TargetPolicy
+
+    policy = TargetPolicy(own_ports=lambda: {4010: "internal"}, internal_ports=lambda: {4010},
+                          peer_hosts=lambda: {"10.0.0.6"}, local_names=frozenset({"gw1"}))
+    assert policy.errors({"target_url": "10.0.0.6", "port": 4010}) == [
+        {"target_url": "is a cluster peer's internal port (10.0.0.6:4010)"}]
+    assert policy.errors({"target_url": "https://gw1", "port": 4010}) == [
+        {"target_url": "is this gateway's own internal listener (port 4010)"}]
+    assert policy.errors({"target_url": "10.0.0.6", "port": 8080}) == []
+    assert policy.errors({"target_url": "backend", "port": 4010}) == []

@@ -47,6 +47,7 @@ def test_env_names():
         "PROXY_RECV_TIMEOUT",
         "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT",
         "PROXY_MAX_BODY_BYTES",
+        "PROXY_USE_ENV_ALLOWED",
         "REQUEST_LOG",
         "CLUSTER_PORT",
         "CLUSTER_SEEDS",

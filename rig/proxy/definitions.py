@@ -25,8 +25,12 @@ def _string_errors(value, field):
     return []
 
 
-def validate(api):
-    """RIG's error map for *api* (a dict); empty when the definition is valid."""
+def validate(api, policy=None):
+    """RIG's error map for *api* (a dict); empty when the definition is valid.
+
+    With a :class:`~rig.proxy.targets.TargetPolicy`, a backend it refuses (a
+    ``use_env`` variable not allowed, this gateway itself) is an error too.
+    """
     if not isinstance(api, dict):
         return {"api": [{"api": "must be an object"}]}
     errors = {}
@@ -41,6 +45,8 @@ def validate(api):
             top.append({"port": "must be integer"})
         elif not 0 < port < 65536:
             top.append({"port": "must be between 1 and 65535"})
+        elif policy is not None and not top:
+            top += policy.errors(proxy)
     versions = api.get("version_data")
     if versions is None:
         top.append({"version_data": "must be present"})

@@ -6,8 +6,6 @@ are streamed to the client with the backend connection registered as the
 request's producer, so a slow client pauses the backend instead of filling
 memory. A client that goes away cancels the upstream request.
 """
-from urllib.parse import urlsplit
-
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -18,6 +16,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import NOT_DONE_YET
 
 from rig.proxy.gateway import Outcome
+from rig.proxy.targets import TargetPolicy, TargetRefused
 from rig.web.http import respond
 
 HOP_BY_HOP = frozenset((
@@ -29,16 +28,16 @@ FORWARDED_METHODS = frozenset((b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"H
 BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 
 
-def target_base(api, environ):
-    """``scheme://host:port`` of an API's backend (``use_env`` reads the host from a variable)."""
+def target_base(api, policy):
+    """``(scheme://host:port, host, port, shown)`` of an API's backend; *shown* is what
+    logs may say (a ``use_env`` host is named by its variable, never by its value).
+    TargetRefused when the policy does not allow the variable."""
     proxy = api["proxy"]
-    target = proxy["target_url"]
-    if proxy.get("use_env"):
-        target = environ.get(target) or "localhost"
-    if "://" not in target:
-        target = "http://" + target
-    parts = urlsplit(target)
-    return f"{parts.scheme}://{parts.hostname}:{proxy['port']}", parts.hostname, proxy["port"]
+    scheme, host = policy.host_of(proxy)
+    port = proxy["port"]
+    shown = f"{scheme}://${proxy['target_url']}:{port}" if proxy.get("use_env") else None
+    base = f"{scheme}://{host}:{port}"
+    return base, host, port, shown or base
 
 
 def forwarded_path(route, path):
@@ -114,12 +113,12 @@ class Forwarder:
 
     log = Logger()
 
-    def __init__(self, reactor, agent, *, recv_timeout, by_address, environ):
+    def __init__(self, reactor, agent, *, recv_timeout, by_address, policy=None):
         self._reactor = reactor
         self._agent = agent
         self._recv_timeout = recv_timeout
         self._by_address = by_address
-        self._environ = environ
+        self._policy = policy if policy is not None else TargetPolicy()
 
     async def forward(self, request, route, extra_query=None, outcome=None):
         """Forward and answer; returns the backend's status or None when there was none.
@@ -133,13 +132,19 @@ class Forwarder:
         if method not in FORWARDED_METHODS:
             outcome.status = "bad_request"
             return respond(request, 405, "Method not allowed.")
-        base, host, port = target_base(route.api, self._environ)
+        try:
+            base, host, port, shown = target_base(route.api, self._policy)
+        except TargetRefused as refused:  # e.g. replicated from a node that allows more
+            outcome.status = "unreachable"
+            return self._failed(request, 502, "Bad gateway.", str(refused),
+                                f"API {route.api['id']!r}")
         path = forwarded_path(route, request.path.decode("utf-8", "replace"))
         query = request.uri.partition(b"?")[2].decode("latin-1")
         if extra_query:
             kept = [p for p in query.split("&") if p and not p.startswith("correlation=")]
             query = "&".join([*kept, extra_query])
         url = base + path + ("?" + query if query else "")
+        shown_url = shown + path
         headers = upstream_headers(request, route, host, port, self._by_address)
         body = None
         if method in BODY_METHODS:
@@ -160,12 +165,12 @@ class Forwarder:
         except Exception as error:  # refused, reset, cancelled, TLS: no response
             if timed_out:
                 outcome.status = "request_timeout"
-                return self._failed(request, 504, "Gateway timeout.", "timeout", url)
+                return self._failed(request, 504, "Gateway timeout.", "timeout", shown_url)
             if request._disconnected:
                 outcome.status = None
                 return NOT_DONE_YET  # the client went away and we cancelled
             outcome.status = "unreachable"
-            return self._failed(request, 502, "Bad gateway.", repr(error), url)
+            return self._failed(request, 502, "Bad gateway.", repr(error), shown_url)
         finally:
             if timer.active():
                 timer.cancel()
@@ -188,7 +193,8 @@ class Forwarder:
         return done
 
     def _failed(self, request, status, message, why, url):
-        """Log without the query string: it may carry tokens (``?jwt=``)."""
+        """Log without the query string (it may carry tokens, ``?jwt=``) and without a
+        ``use_env`` host (*url* names its variable instead)."""
         self.log.info("Proxy to {url} failed: {why}", url=url.partition("?")[0], why=why)
         if request._disconnected:
             return NOT_DONE_YET

@@ -33,12 +33,12 @@ def _definition(request):
     return params
 
 
-def create_api(store, request):
+def create_api(store, policy, request):
     try:
         api = _definition(request)
     except ParamsError as error:
         return error.respond(request)
-    errors = validate(api)
+    errors = validate(api, policy)
     if errors:
         return _json(request, 400, errors)
     if not store.create(with_defaults(api, uppercase_methods=True)):
@@ -46,14 +46,14 @@ def create_api(store, request):
     return respond(request, 201, OK, JSON)
 
 
-def update_api(store, request, api_id):
+def update_api(store, policy, request, api_id):
     api_id = unquote(api_id)
     try:
         changes = _definition(request)
     except ParamsError as error:
         return error.respond(request)
     changes["id"] = api_id
-    errors = validate(changes)  # RIG validates the body itself, as a whole definition
+    errors = validate(changes, policy)  # RIG validates the body as a whole definition
     if errors:
         return _json(request, 400, errors)
     if not store.update(api_id, with_defaults(changes, uppercase_methods=True)):

@@ -44,7 +44,8 @@ def health(request):
     return respond(request, 200, b"OK", TEXT)
 
 
-def internal_resource(hub, settings, store, correlations, metrics, *, cluster=None):
+def internal_resource(hub, settings, store, correlations, metrics, *, cluster=None,
+                      target_policy=None):
     publish = {b"POST": partial(publish_event, hub)}
     routes = [
         (r"/health", {b"GET": health}),
@@ -55,11 +56,11 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
         (r"/v[23]/session-blacklist/(?P<session>[^/]+)", {b"GET": partial(check_blacklist, hub)}),
         (r"/v[23]/apis/?", {
             b"GET": partial(list_apis, store),
-            b"POST": partial(create_api, store),
+            b"POST": partial(create_api, store, target_policy),
         }),
         (r"/v[23]/apis/(?P<api_id>[^/]+)", {
             b"GET": partial(get_api, store),
-            b"PUT": partial(update_api, store),
+            b"PUT": partial(update_api, store, target_policy),
             b"DELETE": partial(delete_api, store),
         }),
         (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
@@ -69,6 +70,8 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
     return Router(routes, fallback=not_found)
 
 
-def internal_site(hub, settings, store, correlations, metrics, *, cluster=None):
-    return RigSite(internal_resource(hub, settings, store, correlations, metrics, cluster=cluster),
+def internal_site(hub, settings, store, correlations, metrics, *, cluster=None,
+                  target_policy=None):
+    return RigSite(internal_resource(hub, settings, store, correlations, metrics,
+                                     cluster=cluster, target_policy=target_policy),
                    max_request_bytes=settings.max_request_bytes)
