@@ -212,3 +212,74 @@ def test_a_peers_internal_port_is_refused():
         {"target_url": "is this gateway's own internal listener (port 4010)"}]
     assert policy.errors({"target_url": "10.0.0.6", "port": 8080}) == []
     assert policy.errors({"target_url": "backend", "port": 4010}) == []
+
+
+class _PingFlood:
+    """A WebSocket client that sends pings and never reads what comes back."""
+
+    def __init__(self, port, pings):
+        import base64
+        import os
+
+        from twisted.internet import defer, protocol
+
+        self.pings = pings
+        self.upgraded = defer.Deferred()
+        self.closed = defer.Deferred()
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.request = (f"GET /_rig/v1/connection/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        flood = self
+
+        class Client(protocol.Protocol):
+            buffer = b""
+
+            def connectionMade(self):
+                self.transport.write(flood.request)
+
+            def dataReceived(self, data):
+                self.buffer += data
+                if b"\r\n\r\n" in self.buffer and not flood.upgraded.called:
+                    self.transport.pauseProducing()  # never read again
+                    flood.upgraded.callback(self.buffer.split(b" ", 2)[1])
+                    ping = b"\x89\xfd" + b"\x00\x00\x00\x00" + b"p" * 125  # masked, zero mask
+                    self.transport.write(ping * flood.pings)
+
+            def connectionLost(self, reason):
+                flood.closed.callback(None)
+
+        self.protocol = Client()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ping_flood_is_bounded_by_the_send_queue_limit(make_gateway, log_events):
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from tests.test_cluster import eventually
+
+    limit = 65536
+    gateway = make_gateway(send_queue_limit=limit)
+    flood = _PingFlood(gateway.inbound_port, 60_000)  # 7.6 MB of pongs if all answered
+    await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.inbound_port),
+                                 flood.protocol))
+    assert await within(flood.upgraded) == b"101"
+    await eventually(lambda: gateway.hub.stats.slow_clients["ws"] == 1, 20, "dropped as too slow")
+    (dropped,) = [e for e in log_events if e.get("reason") == "too slow"]
+    assert dropped["queued"] <= limit + 200  # the limit and the one pong that crossed it
+    flood.protocol.transport.abortConnection()
+    assert gateway.hub.connections == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_event_larger_than_the_limit_reaches_a_client_that_reads(make_gateway):
+    gateway = make_gateway(send_queue_limit=65536)
+    client = await gateway.sse("?subscriptions=" + quote(json.dumps([{"eventType": "big"}])))
+    await client.welcome()
+    big = {"specversion": "1.0", "type": "big", "source": "t", "id": "big-1",
+           "data": {"blob": "x" * 6_000_000}}
+    await gateway.publish(big)
+    received = await client.next_event()
+    assert received["id"] == "big-1" and len(received["data"]["blob"]) == 6_000_000
+    assert gateway.hub.stats.slow_clients["sse"] == 0

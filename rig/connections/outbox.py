@@ -31,11 +31,14 @@ def no_delay(transport):
             pass
 
 
-def write_now(transport, data):
+def write_now(transport, data, limit=None):
     """Write *data*, straight to the socket when nothing is queued before it.
 
-    Returns True when some of it stayed queued in the transport (the caller
-    then checks the connection's queue limit), False when it all went out.
+    With a *limit*, the client is too slow when more than *limit* bytes are
+    still queued from earlier writes: then nothing is written and this returns
+    False (True otherwise). So the limit bounds what waits behind a write in
+    progress, and one frame larger than the limit still reaches a client that
+    reads.
     """
     if (
         type(transport) is tcp.Server
@@ -49,8 +52,10 @@ def write_now(transport, data):
         except OSError:  # EAGAIN, or an error the transport will discover and report
             sent = 0
         if sent == len(data):
-            return False
+            return True
         data = data[sent:]
+    elif limit is not None and buffered_bytes(transport) > limit:
+        return False
     transport.write(data)
     return True
 

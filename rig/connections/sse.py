@@ -63,14 +63,13 @@ class SSEConnection:
 
     def write_frame(self, data):
         transport = self.transport
-        if transport is None or not write_now(transport, data):
+        if transport is None or write_now(transport, data, self.hub.send_queue_limit):
             return
-        queued = buffered_bytes(transport)
-        if queued > self.hub.send_queue_limit:
-            self.hub.slow_client(self, queued, self.hub.send_queue_limit, "stream ended")
-            self.hub.unregister(self)
-            self.transport = None
-            transport.abortConnection()
+        self.hub.slow_client(self, buffered_bytes(transport), self.hub.send_queue_limit,
+                             "stream ended")
+        self.hub.unregister(self)
+        self.transport = None
+        transport.abortConnection()
 
     def close(self, reason=SHUTDOWN):
         """End the stream (after a last RIG event, if the reason has one)."""

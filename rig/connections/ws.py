@@ -129,14 +129,24 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         transport = self.transport
         if transport is None or self.state != 3:  # STATE_OPEN
             return
-        if not write_now(transport, data):
-            return
-        queued = buffered_bytes(transport)
+        if not write_now(transport, data, self.factory.hub.send_queue_limit):
+            self._too_slow()
+
+    def _too_slow(self):
         hub = self.factory.hub
-        if queued > hub.send_queue_limit:
-            hub.slow_client(self, queued, hub.send_queue_limit, "closed 1008 " + TOO_SLOW)
-            hub.unregister(self)
-            self.sendCloseFrame(code=1008, reasonUtf8=TOO_SLOW.encode(), isReply=False)
+        hub.slow_client(self, buffered_bytes(self.transport), hub.send_queue_limit,
+                        "closed 1008 " + TOO_SLOW)
+        hub.unregister(self)
+        self.sendCloseFrame(code=1008, reasonUtf8=TOO_SLOW.encode(), isReply=False)
+
+    def onPing(self, payload):
+        """Answer, unless the client's unread pongs (a ping flood) are over the limit."""
+        transport = self.transport
+        if transport is not None and buffered_bytes(transport) > self.factory.hub.send_queue_limit:
+            if self.state == self.STATE_OPEN:
+                self._too_slow()
+            return
+        super().onPing(payload)
 
     def close(self, reason=SHUTDOWN):
         """Send the close frame; the Deferred returned fires once the connection is gone."""
