@@ -283,3 +283,27 @@ async def test_one_event_larger_than_the_limit_reaches_a_client_that_reads(make_
     received = await client.next_event()
     assert received["id"] == "big-1" and len(received["data"]["blob"]) == 6_000_000
     assert gateway.hub.stats.slow_clients["sse"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_catastrophic_path_regex_cannot_stall_the_reactor(gateway, stub_server):
+    import time
+
+    backend = stub_server(lambda info: (200, b"ok"))
+    api = api_to("127.0.0.1", backend.port.getHost().port, api_id="evil")
+    api["version_data"]["default"]["endpoints"][0]["path_regex"] = "/(a+)+$"
+    assert (await post_api(gateway, api))[0] == 201
+    started = time.monotonic()
+    response = await gateway.request("GET", "/" + "a" * 40 + "b")  # exponential for backtracking
+    assert response.code == 404
+    await within(response.text())
+    assert time.monotonic() - started < 0.5
+    for pattern, reason in (("/(a)\\1", "invalid escape sequence"),
+                            ("/(?=x)", "invalid perl operator"), ("/(", "missing )")):
+        api["version_data"]["default"]["endpoints"][0]["path_regex"] = pattern
+        api["id"] = api["name"] = "bad"
+        code, body = await post_api(gateway, api)
+        assert code == 400
+        (message,) = body["bad/e"]
+        assert message["path_regex"].startswith("is not a valid regular expression: ")
+        assert reason in message["path_regex"]

@@ -6,9 +6,9 @@ entries. Compilation turns a valid definition into the routes the matcher
 uses; a path regex that does not compile is a validation error too.
 """
 import copy
-import re
 
 import attrs
+import re2
 
 TARGETS = ("http", "kafka", "kinesis", "nats", "redis")
 RESPONSE_FROM = ("http", "kafka", "http_async", "kinesis", "nats", "redis")
@@ -119,20 +119,38 @@ def _endpoint_errors(api, api_id, endpoint, errors):
     if isinstance(endpoint.get("path_regex"), str) and endpoint["path_regex"]:
         try:
             compile_path(endpoint["path_regex"])
-        except re.error as error:
-            found.append({"path_regex": f"is not a valid regular expression: {error}"})
+        except re2.error as error:
+            reason = error.args[0] if error.args else error
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            found.append({"path_regex": f"is not a valid regular expression: {reason}"})
     if found:
         errors.setdefault(f"{api_id}/{endpoint_id}", []).extend(found)
 
 
+def _path_options():
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # a bad pattern is the caller's error, not a stderr line
+    return options
+
+
+_PATH_OPTIONS = _path_options()
+
+
 def compile_path(path_regex):
-    """RIG anchors the regex and matches case-insensitively."""
+    """RIG anchors the regex and matches case-insensitively.
+
+    RE2 matches in time linear in the path, so no pattern posted to
+    ``/v3/apis`` can stall the reactor; patterns it cannot run in linear time
+    (backreferences, lookaround) are refused as invalid, with RE2's reason.
+    """
     pattern = path_regex
     if not pattern.startswith("^"):
         pattern = "^" + pattern
     if not pattern.endswith("$"):
         pattern = pattern + "$"
-    return re.compile(pattern, re.IGNORECASE)
+    return re2.compile(pattern, _PATH_OPTIONS)
 
 
 def with_defaults(api, *, uppercase_methods):
@@ -164,7 +182,7 @@ class Route:
     api: dict
     endpoint: dict
     method: str
-    pattern: re.Pattern
+    pattern: object  # a compiled RE2 pattern (match, sub)
 
     @property
     def secured(self):
