@@ -47,14 +47,59 @@ def make_observer(level, fmt, stream):
     """An observer writing events at ``level`` or above to ``stream``.
 
     JSON output is one object per line (no RFC 7464 separator) so journald
-    and log shippers can read it as it is.
+    and log shippers can read it as it is. A message repeated within 10 s is
+    written once (see :class:`RepeatFilter`).
     """
     if parse_format(fmt) == "json":
         writer = FileLogObserver(stream, json_line)
     else:
         writer = textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(parse_level(level)))
-    return FilteringLogObserver(writer, [predicate])
+    return FilteringLogObserver(RepeatFilter(writer), [predicate])
+
+
+class RepeatFilter:
+    """Passes on at most *burst* events of one kind (namespace and message template) per
+    *window* seconds; the first one after that says how many were held back. At the
+    open-file limit Twisted logs every socket it closes to recover, hundreds of lines
+    a second: this keeps a few every *window* seconds."""
+
+    def __init__(self, observer, window=10.0, burst=10, max_kinds=1000):
+        self._observer = observer
+        self._window = window
+        self._burst = burst
+        self._max_kinds = max_kinds
+        self._recent = {}  # kind -> [window start, passed on, held back]
+
+    def __call__(self, event):
+        template = event.get("log_format")
+        kind = (event.get("log_namespace"),
+                template if isinstance(template, str) else formatEvent(event)[:1000])
+        now = event.get("log_time", 0.0)
+        recent = self._recent.get(kind)
+        if recent is not None and now - recent[0] < self._window:
+            if recent[1] >= self._burst:
+                recent[2] += 1
+                return
+            recent[1] += 1
+            self._observer(event)
+            return
+        held = recent[2] if recent is not None else 0
+        if len(self._recent) >= self._max_kinds:
+            self._forget(now)
+        self._recent[kind] = [now, 1, 0]
+        if held and isinstance(template, str):
+            event = dict(event, log_format=template + " ({log_held_back} more like this in"
+                         " the {log_window:g} s before were not logged)",
+                         log_held_back=held, log_window=self._window)
+        self._observer(event)
+
+    def _forget(self, now):
+        for kind, (start, _passed, _held) in list(self._recent.items()):
+            if now - start >= self._window:
+                del self._recent[kind]
+        if len(self._recent) >= self._max_kinds:
+            self._recent.clear()
 
 
 _PLAIN = (str, int, float, bool, type(None))

@@ -24,6 +24,7 @@ from twisted.logger import (
     jsonFileLogObserver,
 )
 
+from rig.logs import RepeatFilter
 from rig.settings import Settings, SettingsError
 
 log = Logger(namespace="rig.worker")
@@ -62,7 +63,7 @@ def run(reactor, argv, environ, stdout=sys.stdout):
         return 1
     level = LogLevel.levelWithName(settings.log_level)
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(
-        jsonFileLogObserver(stdout, recordSeparator=""),
+        RepeatFilter(jsonFileLogObserver(stdout, recordSeparator="")),
         [LogLevelFilterPredicate(defaultLogLevel=level)])], redirectStandardIO=False)
     service = RigService.build(settings, reactor, environ=environ)
     outcome = {"status": 0, "stopping": False}

@@ -307,3 +307,86 @@ async def test_a_catastrophic_path_regex_cannot_stall_the_reactor(gateway, stub_
         (message,) = body["bad/e"]
         assert message["path_regex"].startswith("is not a valid regular expression: ")
         assert reason in message["path_regex"]
+
+
+def test_a_connection_token_in_a_logged_path_keeps_8_characters():
+    from rig.web.http import redacted_path
+
+    token = "AQ9yaWdAMTI3LjAuMC4xZ2QpAAAAAAAAAAEAbrCjP9i5Yg=="
+    assert redacted_path(f"/_rig/v1/connection/sse/{token}/subscriptions".encode()) == (
+        b"/_rig/v1/connection/sse/AQ9yaWdA.../subscriptions")
+    assert redacted_path("/_rig/v1/connection/ws") == "/_rig/v1/connection/ws"
+    assert redacted_path("/books/12") == "/books/12"
+
+
+def test_a_flood_of_one_kind_of_message_is_logged_a_few_times_per_window():
+    from twisted.logger import formatEvent
+
+    from rig.logs import RepeatFilter
+
+    written = []
+    observer = RepeatFilter(written.append, window=10.0, burst=3)
+
+    def emit(at, port, template="EMFILE recovery: Closed socket from {address}"):
+        observer({"log_format": template, "address": ("127.0.0.1", port), "log_time": at,
+                  "log_namespace": "twisted.internet.tcp.Port", "log_level": LogLevel.info})
+
+    for tick in range(580):  # what the open-file limit produced in a few seconds
+        emit(tick / 100, 1000 + tick)
+    emit(3.0, 1, template="Something else from {address}")
+    emit(12.0, 9999)
+    assert [e["address"][1] for e in written] == [1000, 1001, 1002, 1, 9999]
+    assert formatEvent(written[-1]).endswith(
+        "(577 more like this in the 10 s before were not logged)")
+
+
+@pytest_twisted.ensureDeferred
+async def test_at_the_open_file_limit_the_accept_error_is_logged_rarely(tmp_path):
+    """A real process with a tiny open-file limit, flooded with connections."""
+    import subprocess
+    import sys
+
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from tests.support import TWISTD, free_ports
+
+    inbound, api = free_ports(2)
+    env = {"INBOUND_PORT": f"tcp:{inbound}:interface=127.0.0.1",
+           "API_HTTP_PORT": f"tcp:{api}:interface=127.0.0.1", "PATH": "/usr/bin:/bin",
+           "LOG_FMT": "json"}
+
+    log = open(tmp_path / "rig.log", "wb")
+    process = subprocess.Popen(  # 64 open files at most: the flood below runs out
+        ["/bin/sh", "-c", 'ulimit -n 64 && exec "$0" --nodaemon --pidfile= rig', TWISTD],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    import socket
+
+    held = []
+    try:
+        for _ in range(100):
+            try:
+                held.append(socket.create_connection(("127.0.0.1", inbound), timeout=1))
+                break
+            except OSError:
+                await deferLater(reactor, 0.1)
+        for _ in range(300):  # far beyond the limit: the backlog fills, accept fails
+            try:
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", inbound))
+                held.append(sock)
+            except OSError:
+                break
+        await deferLater(reactor, 3.0)
+    finally:
+        for sock in held:
+            sock.close()
+        process.terminate()
+        process.wait(timeout=10)
+    lines = [json.loads(line) for line in (tmp_path / "rig.log").read_text().splitlines()
+             if line.startswith("{")]
+    recovery = [line for line in lines if line["message"].startswith("EMFILE recovery")]
+    assert 1 <= len(recovery) <= 10, len(recovery)  # a burst of them, then silence
+    assert sys.platform.startswith("linux")

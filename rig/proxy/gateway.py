@@ -7,7 +7,7 @@ from twisted.web.server import NOT_DONE_YET
 from rig.auth.checks import authorization_tokens
 from rig.auth.jwt import InvalidJWT
 from rig.metrics.stats import ProxyStats
-from rig.web.http import authorization_values, respond
+from rig.web.http import authorization_values, redacted_path, respond
 
 NOT_FOUND = b'{"message":"Not Found"}'
 
@@ -73,7 +73,7 @@ class Proxy:
                 "CALL: [{endpoint_id}] {method} {path_regex} => {target_url}",
                 endpoint_id=route.endpoint["id"], method=route.method,
                 path_regex=route.endpoint["path_regex"],
-                target_url=route.api["proxy"]["target_url"], request_path=path,
+                target_url=route.api["proxy"]["target_url"], request_path=redacted_path(path),
             )
         started = self._clock.seconds()
         outcome = Outcome()

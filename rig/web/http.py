@@ -168,6 +168,16 @@ class RigSite(server.Site):
         return len(busy)
 
 
+_TOKEN_IN_PATH = re.compile(rb"(/_rig/v1/connection/[^/]*/)([^/]{8})[^/]*")
+
+
+def redacted_path(path):
+    """A request path fit for a log: a connection token keeps only its first 8 characters."""
+    if isinstance(path, str):
+        return redacted_path(path.encode("utf-8", "replace")).decode("utf-8", "replace")
+    return _TOKEN_IN_PATH.sub(rb"\1\2...", path)
+
+
 def respond(request, status, body=b"", content_type=TEXT, headers=()):
     """Set status and headers and return the body for ``render`` to send."""
     request.setResponseCode(status)
@@ -244,7 +254,7 @@ class Router(Resource):
 
     def _failed(self, failure, request):
         self.log.failure("while serving {method} {path}", failure, method=request.method,
-                         path=request.path)
+                         path=redacted_path(request.path))
         if request.startedWriting:
             request.loseConnection()
             return NOT_DONE_YET
