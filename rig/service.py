@@ -41,11 +41,24 @@ from rig.tls import load_server_options, tls_factory
 from rig.twistedcompat import forget_sigterm
 from rig.web.inbound import inbound_site
 from rig.web.internal import internal_site
+from rig.web.operators import beyond_loopback
 
 
 def _address_of(host):
     """The ``by=`` of ``Forwarded``: HOST itself, without a blocking DNS lookup."""
     return "127.0.0.1" if host == "localhost" else host
+
+
+def warn_if_open(settings):
+    """RIG's internal API is open to anyone who reaches it: say so when that is the world."""
+    if settings.api_auth_tokens or settings.api_https_client_ca:
+        return
+    if beyond_loopback(settings.api_listen):
+        Logger(namespace="rig.service").warn(
+            "The internal API ({listen}) is reachable beyond this machine and open to"
+            " anyone: it can change proxy routes, kill sessions and publish events."
+            " Bind API_HTTP_PORT to 127.0.0.1, or set API_AUTH_TOKENS"
+            " (see README \"Securing a deployment\")", listen=settings.api_listen)
 
 
 class ListenerService(Service):
@@ -276,6 +289,8 @@ class RigService(MultiService):
         inbound.setName("inbound")
         inbound.setServiceParent(service)
         cls._add_https(service, settings, reactor)
+        if settings.worker_index is None:  # a supervisor warns once for all its workers
+            warn_if_open(settings)
         return service
 
     @classmethod
@@ -318,11 +333,16 @@ class RigService(MultiService):
             return
         options = load_server_options(settings.https_certfile, settings.https_keyfile,
                                       settings.https_keyfile_pass)
-        for name, plain, description in (
-                ("internal_https", "internal", settings.api_https_listen),
-                ("inbound_https", "inbound", settings.inbound_https_listen)):
+        internal_options = options
+        if settings.api_https_client_ca:  # mutual TLS: operators present a certificate
+            internal_options = load_server_options(
+                settings.https_certfile, settings.https_keyfile, settings.https_keyfile_pass,
+                client_ca=settings.api_https_client_ca)
+        for name, plain, description, tls in (
+                ("internal_https", "internal", settings.api_https_listen, internal_options),
+                ("inbound_https", "inbound", settings.inbound_https_listen, options)):
             site = service.getServiceNamed(plain).factory
-            listener = ListenerService(reactor, description, tls_factory(options, site, reactor))
+            listener = ListenerService(reactor, description, tls_factory(tls, site, reactor))
             listener.setName(name)
             listener.setServiceParent(service)
 

@@ -47,6 +47,8 @@ class Settings:
     https_certfile: str | None = None
     https_keyfile: str | None = None
     https_keyfile_pass: str | None = attrs.field(default=None, repr=False)
+    api_https_client_ca: str | None = None
+    api_auth_tokens: tuple = attrs.field(default=(), repr=False)
     host: str = "localhost"
     cors: str = "*"
     examples_enabled: bool = False
@@ -66,6 +68,8 @@ class Settings:
     recovery_history_age: float = 300.0
     shutdown_drain_timeout: float = 10.0
     max_request_bytes: int = 8000000
+    http_header_timeout: float = 30.0
+    http_idle_timeout: float = 75.0
     jwt_secret_key: str = attrs.field(default="", repr=False)
     jwt_alg: str = "HS256"
     jwt_jwks_url: str | None = None
@@ -120,6 +124,7 @@ class Settings:
                 values[spec.field] = spec.convert(spec.parse, text)
         _check_jwt_key(values)
         _check_https(values)
+        _check_client_ca(values)
         if values.get("cluster_listen") and not values.get("node_cookie"):
             raise SettingsError("NODE_COOKIE: required when CLUSTER_PORT is set "
                                 "(it authenticates every node of the cluster)")
@@ -412,6 +417,48 @@ def _check_proxy_targets(values, environ):
             raise SettingsError(f"PROXY_CONFIG_FILE: API {api['id']!r}: proxy.{field} {message}")
 
 
+MIN_TOKEN_LENGTH = 16
+
+
+def _auth_tokens(value):
+    """Bearer tokens for the internal API: a list, comma-separated text, or the path of a
+    file with one token a line (``#`` comments). Messages never show a token."""
+    if isinstance(value, str) and value.strip() and os.path.isfile(value.strip()):
+        try:
+            with open(value.strip(), encoding="utf-8") as tokens_file:
+                items = [line.strip() for line in tokens_file
+                         if line.strip() and not line.lstrip().startswith("#")]
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read {value.strip()!r}: {error}") from None
+    elif isinstance(value, list):
+        items = value
+    elif isinstance(value, str):
+        items = value.split(",")
+    else:
+        raise TypeError("must be a list of tokens, comma-separated tokens or a file path"
+                        " (value not shown)")
+    tokens = tuple(str(item).strip() for item in items if str(item).strip())
+    if any(len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token)
+           for token in tokens):
+        raise ValueError(f"every token must be at least {MIN_TOKEN_LENGTH} characters with no"
+                         " spaces (value not shown)")
+    return tokens
+
+
+def _check_client_ca(values):
+    """Mutual TLS on the internal HTTPS port needs HTTPS on and a readable CA file."""
+    path = values.get("api_https_client_ca")
+    if not path:
+        return
+    if not values.get("https_certfile"):
+        raise SettingsError("API_HTTPS_CLIENT_CA: set without HTTPS_CERTFILE and HTTPS_KEYFILE"
+                            " (client certificates are checked on the internal HTTPS port)")
+    try:
+        load_certificates(path)
+    except ValueError as error:
+        raise SettingsError(f"API_HTTPS_CLIENT_CA: {error}") from None
+
+
 def _milliseconds():
     """RIG gives timeouts in milliseconds; the services want seconds."""
     check_int, parse_int = _integer(1)
@@ -524,6 +571,8 @@ _SPECS = (
     _spec("https_certfile", "HTTPS_CERTFILE", _optional_path),
     _spec("https_keyfile", "HTTPS_KEYFILE", _optional_path),
     _spec("https_keyfile_pass", "HTTPS_KEYFILE_PASS", _passphrase),
+    _spec("api_https_client_ca", "API_HTTPS_CLIENT_CA", _optional_path),
+    _spec("api_auth_tokens", "API_AUTH_TOKENS", _auth_tokens),
     _spec("host", "HOST", _text),
     _spec("cors", "CORS", _text),
     _spec("examples_enabled", "EXAMPLES_ENABLED", *_boolean()),
@@ -543,6 +592,8 @@ _SPECS = (
     _spec("recovery_history_age", "RECOVERY_HISTORY_AGE", _check_seconds, _parse_seconds),
     _spec("shutdown_drain_timeout", "SHUTDOWN_DRAIN_TIMEOUT", _check_seconds, _parse_seconds),
     _spec("max_request_bytes", "MAX_REQUEST_BYTES", *_integer(1)),
+    _spec("http_header_timeout", "HTTP_HEADER_TIMEOUT", _check_seconds, _parse_seconds),
+    _spec("http_idle_timeout", "HTTP_IDLE_TIMEOUT", _check_seconds, _parse_seconds),
     _spec("jwt_secret_key", "JWT_SECRET_KEY", _secret),
     _spec("jwt_alg", "JWT_ALG", _jwt_algorithm),
     _spec("jwt_jwks_url", "JWT_JWKS_URL", _url),

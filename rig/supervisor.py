@@ -367,6 +367,9 @@ class SupervisorService(MultiService):
 
     @classmethod
     def build(cls, settings, reactor, environ=None, config_path=None):
+        from rig.service import warn_if_open
+
+        warn_if_open(settings)
         service = cls()
         systemd = SystemdService.from_environ(reactor, environ or {})
         service.supervisor = Supervisor(reactor, settings, config_path=config_path,

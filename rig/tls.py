@@ -61,7 +61,7 @@ def _private_key(data, secret, path):
         raise ValueError(f"cannot load the key in {path!r}: {error}") from None
 
 
-def server_options(certificates, key):
+def server_options(certificates, key, client_ca=None):
     """``CertificateOptions`` with the context built now, so a mismatch fails at start."""
     leaf, *chain = certificates
     if leaf.public_key().public_bytes(*_PUBLIC) != key.public_key().public_bytes(*_PUBLIC):
@@ -69,16 +69,30 @@ def server_options(certificates, key):
     try:
         # pyOpenSSL (>= 24.3) takes cryptography's objects, and deprecates its own.
         options = CertificateOptions(privateKey=key, certificate=leaf,
-                                     extraCertChain=chain or None)
+                                     extraCertChain=chain or None, trustRoot=client_ca)
         options.getContext()
     except (SSL.Error, TypeError, ValueError) as error:
         raise ValueError(f"unusable certificate or key: {error}") from None
     return options
 
 
-def load_server_options(certfile, keyfile, password=None):
-    """Server options from the two PEM files (used at build time, after the settings check)."""
-    return server_options(load_certificates(certfile), load_private_key(keyfile, password))
+def load_server_options(certfile, keyfile, password=None, client_ca=None):
+    """Server options from the two PEM files (used at build time, after the settings check).
+
+    With *client_ca* (a PEM file of CA certificates) every client must present a
+    certificate that chains to one of them, or the handshake fails (mutual TLS).
+    """
+    return server_options(load_certificates(certfile), load_private_key(keyfile, password),
+                          client_ca=load_trust_root(client_ca) if client_ca else None)
+
+
+def load_trust_root(path):
+    """The CA certificates in a PEM file, as a trust root for verifying peers."""
+    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+
+    return trustRootFromCertificates([
+        Certificate.loadPEM(certificate.public_bytes(serialization.Encoding.PEM))
+        for certificate in load_certificates(path)])
 
 
 def tls_factory(options, factory, reactor):

@@ -54,6 +54,10 @@ def test_env_names():
         "CLUSTER_TLS_CA",
         "CLUSTER_INTEREST_TIMEOUT",
         "WORKERS",
+        "API_AUTH_TOKENS",
+        "HTTP_HEADER_TIMEOUT",
+        "HTTP_IDLE_TIMEOUT",
+        "API_HTTPS_CLIENT_CA",
         "REDIS_URL",
         "REDIS_SOURCE_STREAMS",
         "REDIS_CONSUMER_GROUP",
@@ -599,3 +603,13 @@ def test_workers_with_a_cluster_port_or_none():
     # HTTPS listeners are checked only when HTTPS is on
     assert Settings.from_mapping({}, {"WORKERS": "2",
                                       "INBOUND_HTTPS_PORT": "unix:/tmp/s"}).workers == 2
+
+
+def test_etc_production_toml_keeps_the_internal_api_on_loopback():
+    from rig.web.operators import beyond_loopback
+
+    settings = Settings.load(os.path.join(os.path.dirname(ETC_TOML), "production.toml"), {})
+    assert not beyond_loopback(settings.api_listen)
+    assert not beyond_loopback(settings.api_https_listen)
+    assert beyond_loopback(settings.inbound_listen)
+    assert settings.workers >= 1 and settings.log_fmt == "json"

@@ -23,6 +23,12 @@ class BoundedRequest(server.Request):
     too_large = False
     _body_bytes = 0
 
+    def setHeader(self, name, value):
+        """Responses do not name the server software and its version (Twisted sets it)."""
+        if name == b"Server" and value == server.version:
+            return
+        super().setHeader(name, value)
+
     def _limit(self):
         """Proxied requests may carry big (disk-buffered) bodies; RIG's own routes may not."""
         site = self.channel.site
@@ -59,14 +65,50 @@ class RigChannel(http.HTTPChannel):
     MAX_LENGTH = 32768
     totalHeadersSize = 65536
 
+    _head_timer = None
+    _in_head = True  # the next bytes belong to a request head
+
     def connectionMade(self):
         super().connectionMade()
         no_delay(self.transport)
         self.site.channel_opened(self)
 
     def connectionLost(self, reason):
+        self._cancel_head_timer()
         self.site.channel_closed(self)
         super().connectionLost(reason)
+
+    # A request head must arrive whole within the site's header_timeout from its first
+    # byte: the idle timeout restarts with every byte, so one header byte every few
+    # seconds would otherwise hold a connection (and a file descriptor) forever.
+
+    def dataReceived(self, data):
+        if self._in_head and self._head_timer is None and self.site.header_timeout:
+            self._head_timer = self.site.reactor.callLater(self.site.header_timeout,
+                                                           self._head_timed_out)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self):
+        self._in_head = False
+        self._cancel_head_timer()
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        self._in_head = True  # before the pipelined data that the base class replays
+        super().requestDone(request)
+
+    def _head_timed_out(self):
+        self._head_timer = None
+        text = b"Request head not received in time."
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain;"
+                             b" charset=utf-8\r\ncontent-length: %d\r\nconnection: close"
+                             b"\r\n\r\n%s" % (len(text), text))
+        self.transport.loseConnection()
+
+    def _cancel_head_timer(self):
+        timer, self._head_timer = self._head_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def lineLengthExceeded(self, line):
         """A request line or header over ``MAX_LENGTH``: say which (414 or 431), then close
@@ -109,10 +151,15 @@ class RigSite(server.Site):
     protocol = RigChannel
 
     def __init__(self, resource, *, max_request_bytes=8_000_000, max_proxy_body_bytes=None,
-                 **kwargs):
-        super().__init__(resource, requestFactory=BoundedRequest, **kwargs)
+                 header_timeout=30.0, idle_timeout=75.0, **kwargs):
+        """*idle_timeout* closes a keep-alive connection with no request in progress;
+        *header_timeout* bounds a request head from its first byte. Streams (SSE,
+        WebSocket, parked long polls) are requests in progress: neither applies."""
+        super().__init__(resource, requestFactory=BoundedRequest, timeout=idle_timeout,
+                         **kwargs)
         self.max_request_bytes = max_request_bytes
         self.max_proxy_body_bytes = max_proxy_body_bytes
+        self.header_timeout = header_timeout
         # Weak, in case a channel whose transport was taken over (a WebSocket) is not
         # forgotten with channel_closed: it never hears connectionLost.
         self._channels = weakref.WeakSet()

@@ -65,4 +65,6 @@ def inbound_resource(hub, settings, proxy):
 def inbound_site(hub, settings, proxy):
     return RigSite(inbound_resource(hub, settings, proxy),
                    max_request_bytes=settings.max_request_bytes,
-                   max_proxy_body_bytes=settings.proxy_max_body_bytes)
+                   max_proxy_body_bytes=settings.proxy_max_body_bytes,
+                   header_timeout=settings.http_header_timeout,
+                   idle_timeout=settings.http_idle_timeout)

@@ -6,6 +6,7 @@ from rig.web.apis_api import create_api, delete_api, get_api, list_apis, update_
 from rig.web.blacklist_api import add_to_blacklist, check_blacklist
 from rig.web.http import JSON, TEXT, RigSite, Router, respond
 from rig.web.metrics_api import serve_metrics
+from rig.web.operators import OperatorGuard
 from rig.web.publish import publish_event
 from rig.web.responses_api import post_response
 
@@ -72,6 +73,10 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
 
 def internal_site(hub, settings, store, correlations, metrics, *, cluster=None,
                   target_policy=None):
-    return RigSite(internal_resource(hub, settings, store, correlations, metrics,
-                                     cluster=cluster, target_policy=target_policy),
-                   max_request_bytes=settings.max_request_bytes)
+    router = internal_resource(hub, settings, store, correlations, metrics, cluster=cluster,
+                               target_policy=target_policy)
+    guard = OperatorGuard(router, tokens=settings.api_auth_tokens,
+                          client_certificates=bool(settings.api_https_client_ca))
+    return RigSite(guard, max_request_bytes=settings.max_request_bytes,
+                   header_timeout=settings.http_header_timeout,
+                   idle_timeout=settings.http_idle_timeout)
