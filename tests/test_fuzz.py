@@ -3,9 +3,11 @@
 Arbitrary JSON values (deep nesting, huge and non-finite numbers, odd Unicode
 with lone surrogates), as bodies and as ``subscriptions`` parameters: never a
 5xx, never a traceback or a critical line in the log, and the gateway answers
-afterwards.
+afterwards. The suite runs a fixed set of 60 examples; ``RIG_FUZZ_EXAMPLES=N`` runs N
+random ones instead, to hunt.
 """
 import json
+import os
 from urllib.parse import quote
 
 import pytest_twisted
@@ -47,13 +49,17 @@ def collect_failures(log_events):
 
 
 @pytest_twisted.ensureDeferred
-async def test_no_json_input_gets_a_5xx(gateway, log_events):
+async def test_no_json_input_gets_a_5xx(make_gateway, log_events):
     """Hypothesis drives from a thread; each example runs on the reactor against a real
     gateway (the test's own reactor cannot block on it)."""
     from twisted.internet import reactor
     from twisted.internet.threads import blockingCallFromThread, deferToThread
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    gateway = make_gateway(max_connections_per_minute=10**9)
+
+    @settings(max_examples=int(os.environ.get("RIG_FUZZ_EXAMPLES", "60")), deadline=None,
+              derandomize=not os.environ.get("RIG_FUZZ_EXAMPLES"),
+              suppress_health_check=[HealthCheck.too_slow])
     @given(value=VALUES)
     def check(value):
         blockingCallFromThread(reactor, lambda: defer.ensureDeferred(_exercise(gateway, value)))
@@ -90,5 +96,6 @@ async def _exercise(gateway, value):
             [ws.messages.get(), ws.closed], fireOnOneCallback=True, consumeErrors=True))
         assert isinstance(first, tuple) or first.get("type") == "rig.connection.create"
         ws.disconnect()
+    sse.disconnect()
     response = await gateway.request("GET", "/_rig/health")
     assert (response.code, await within(response.text())) == (200, "OK")

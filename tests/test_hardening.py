@@ -390,3 +390,13 @@ async def test_at_the_open_file_limit_the_accept_error_is_logged_rarely(tmp_path
     recovery = [line for line in lines if line["message"].startswith("EMFILE recovery")]
     assert 1 <= len(recovery) <= 10, len(recovery)  # a burst of them, then silence
     assert sys.platform.startswith("linux")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_quoting_a_lone_surrogate_is_still_a_400(gateway, log_events):
+    """Found by the fuzz: a message quoting the client's "\\ud800" could not be encoded."""
+    response = await gateway.request("GET", "/_rig/v1/connection/sse?subscriptions="
+                                     + quote('"\\ud800"'))
+    assert response.code == 400
+    assert "\\ud800" in await within(response.text())
+    assert failures(log_events) == []

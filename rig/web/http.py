@@ -230,8 +230,8 @@ def respond(request, status, body=b"", content_type=TEXT, headers=()):
     request.setResponseCode(status)
     if content_type is None:
         request.defaultContentType = None
-    if isinstance(body, str):
-        body = body.encode("utf-8")
+    if isinstance(body, str):  # a message may quote the client's input, lone surrogates and all
+        body = body.encode("utf-8", "backslashreplace")
     if content_type is not None and body:
         request.setHeader(b"content-type", content_type)
     for name, value in headers:
