@@ -2,6 +2,7 @@
 import inspect
 import signal
 
+import pytest_twisted
 from twisted.internet import reactor
 from twisted.scripts import twistd
 
@@ -23,3 +24,63 @@ def test_forget_sigterm_clears_only_sigterm():
     stopped._exitSignal = signal.SIGINT
     forget_sigterm(stopped)
     assert stopped._exitSignal == signal.SIGINT
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tcp_transports_send_buffer_is_read_as_the_write_path_expects():
+    """``queued_bytes`` and ``idle_socket`` read tcp.Server's dataBuffer, offset,
+    _tempDataLen and socket: a real connection whose peer does not read."""
+    from twisted.internet import defer, protocol
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from rig.twistedcompat import idle_socket, queued_bytes
+
+    accepted = defer.Deferred()
+
+    class Server(protocol.Protocol):
+        def connectionMade(self):
+            accepted.callback(self.transport)
+
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(Server), interface="127.0.0.1")
+    client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1",
+                                                      port.getHost().port), protocol.Protocol())
+    client.transport.pauseProducing()  # the peer never reads
+    try:
+        transport = await accepted
+        assert queued_bytes(transport) == 0
+        assert idle_socket(transport) is transport.socket
+        chunk = b"x" * 1_000_000
+        for _ in range(40):  # far more than the kernel's buffers take
+            sock = idle_socket(transport)
+            if sock is None:
+                transport.write(chunk)
+            else:
+                sent = sock.send(chunk)
+                transport.write(chunk[sent:])
+        assert idle_socket(transport) is None
+        assert 0 < queued_bytes(transport) <= 40_000_000
+        assert queued_bytes(object()) == 0 and idle_socket(object()) is None
+    finally:
+        client.transport.abortConnection()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_proxied_backend_connections_have_nagle_off(stub_server):
+    """The proxy reaches backends through its own endpoint factory (public API only)."""
+    import socket
+
+    from twisted.internet import protocol
+    from twisted.web.client import URI
+
+    from rig.proxy.pool import NoDelayEndpoints
+
+    backend = stub_server(lambda info: (200, b"ok"))
+    uri = URI.fromBytes(f"http://127.0.0.1:{backend.port.getHost().port}/".encode())
+    endpoint = NoDelayEndpoints(reactor, connect_timeout=5).endpointForURI(uri)
+    connected = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+    try:
+        sock = connected.transport.getHandle()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        connected.transport.abortConnection()

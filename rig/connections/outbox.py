@@ -8,16 +8,10 @@ and a flush sends straight on the socket when the transport has nothing
 buffered (anything not sent, or any non-TCP transport such as TLS, goes the
 ordinary way through ``transport.write``, which keeps order and backpressure).
 """
-from twisted.internet import tcp
 from twisted.logger import Logger
 
-
-def buffered_bytes(transport):
-    """Bytes the transport holds but has not sent yet (0 if it cannot tell)."""
-    try:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except AttributeError:
-        return 0
+from rig.twistedcompat import idle_socket
+from rig.twistedcompat import queued_bytes as buffered_bytes
 
 
 def no_delay(transport):
@@ -40,15 +34,10 @@ def write_now(transport, data, limit=None):
     progress, and one frame larger than the limit still reaches a client that
     reads.
     """
-    if (
-        type(transport) is tcp.Server
-        and not transport._tempDataLen
-        and transport.offset == len(transport.dataBuffer)
-        and transport.connected
-        and not transport.disconnecting
-    ):
+    sock = idle_socket(transport)
+    if sock is not None:
         try:
-            sent = transport.socket.send(data)
+            sent = sock.send(data)
         except OSError:  # EAGAIN, or an error the transport will discover and report
             sent = 0
         if sent == len(data):

@@ -7,7 +7,7 @@ from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plai
 from rig.connections.outbox import buffered_bytes, no_delay, write_now
 from rig.connections.setup import SetupError, admit
 from rig.events import rig_event
-from rig.web.http import respond
+from rig.web.http import client_gone, respond
 
 
 class SSEConnection:
@@ -103,7 +103,7 @@ async def serve_sse(hub, cors, request):
         admission = await admit(hub, request.args, last_event_id=_last_event_id(request))
     except SetupError as error:
         return respond(request, error.status, error.message, content_type=None)
-    if request._disconnected:
+    if client_gone(request):
         return NOT_DONE_YET  # the client left while we were checking
     request.setResponseCode(200)
     request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")

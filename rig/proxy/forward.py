@@ -17,7 +17,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from rig.proxy.gateway import Outcome
 from rig.proxy.targets import TargetPolicy, TargetRefused
-from rig.web.http import respond
+from rig.web.http import client_gone, respond
 
 HOP_BY_HOP = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
@@ -92,13 +92,13 @@ class _BodyStreamer(Protocol):
         self.request.registerProducer(self.transport, True)
 
     def dataReceived(self, data):
-        if not self.request._disconnected:
+        if not client_gone(self.request):
             self.request.write(data)
 
     def connectionLost(self, reason):
         request = self.request
         request.unregisterProducer()
-        if request._disconnected or request.finished:
+        if client_gone(request) or request.finished:
             self.done.callback(None)
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -166,7 +166,7 @@ class Forwarder:
             if timed_out:
                 outcome.status = "request_timeout"
                 return self._failed(request, 504, "Gateway timeout.", "timeout", shown_url)
-            if request._disconnected:
+            if client_gone(request):
                 outcome.status = None
                 return NOT_DONE_YET  # the client went away and we cancelled
             outcome.status = "unreachable"
@@ -196,7 +196,7 @@ class Forwarder:
         """Log without the query string (it may carry tokens, ``?jwt=``) and without a
         ``use_env`` host (*url* names its variable instead)."""
         self.log.info("Proxy to {url} failed: {why}", url=url.partition("?")[0], why=why)
-        if request._disconnected:
+        if client_gone(request):
             return NOT_DONE_YET
         return respond(request, status, message)
 

@@ -21,7 +21,15 @@ class BoundedRequest(server.Request):
     """A request that refuses bodies over the site's limit without buffering them."""
 
     too_large = False
+    client_gone = False  # the client closed its connection before the response finished
     _body_bytes = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.notifyFinish().addErrback(self._client_left)
+
+    def _client_left(self, _failure):
+        self.client_gone = True
 
     def setHeader(self, name, value):
         """Responses do not name the server software and its version (Twisted sets it)."""
@@ -32,7 +40,7 @@ class BoundedRequest(server.Request):
     def _limit(self):
         """Proxied requests may carry big (disk-buffered) bodies; RIG's own routes may not."""
         site = self.channel.site
-        path = getattr(self.channel, "_path", b"") or b""
+        path = self.channel.head_path or b""
         if site.max_proxy_body_bytes is not None and not path.startswith(b"/_rig/"):
             return site.max_proxy_body_bytes
         return site.max_request_bytes
@@ -67,6 +75,7 @@ class RigChannel(http.HTTPChannel):
 
     _head_timer = None
     _in_head = True  # the next bytes belong to a request head
+    head_path = None  # the path of the request line being received (bodies are bounded by it)
 
     def connectionMade(self):
         super().connectionMade()
@@ -88,6 +97,12 @@ class RigChannel(http.HTTPChannel):
                                                            self._head_timed_out)
         super().dataReceived(data)
 
+    def lineReceived(self, line):
+        if self.head_path is None and self._in_head and line:
+            parts = line.split(b" ")
+            self.head_path = parts[1] if len(parts) > 1 else b""
+        super().lineReceived(line)
+
     def allHeadersReceived(self):
         self._in_head = False
         self._cancel_head_timer()
@@ -95,6 +110,7 @@ class RigChannel(http.HTTPChannel):
 
     def requestDone(self, request):
         self._in_head = True  # before the pipelined data that the base class replays
+        self.head_path = None
         super().requestDone(request)
 
     def _head_timed_out(self):
@@ -215,6 +231,11 @@ class RigSite(server.Site):
         return len(busy)
 
 
+def client_gone(request):
+    """Whether the client closed its connection before the response finished."""
+    return getattr(request, "client_gone", False)
+
+
 _TOKEN_IN_PATH = re.compile(rb"(/_rig/v1/connection/[^/]*/)([^/]{8})[^/]*")
 
 
@@ -312,7 +333,7 @@ class Router(Resource):
         """Complete an asynchronously rendered request, unless its client left."""
         if body is NOT_DONE_YET or request.finished or request.channel is None:
             return
-        if request._disconnected:
+        if client_gone(request):
             return
         request.write(body)
         request.finish()
