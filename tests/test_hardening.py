@@ -310,7 +310,7 @@ async def test_a_catastrophic_path_regex_cannot_stall_the_reactor(gateway, stub_
 
 
 def test_a_connection_token_in_a_logged_path_keeps_8_characters():
-    from rig.web.http import redacted_path
+    from rig.httputil import redacted_path
 
     token = "AQ9yaWdAMTI3LjAuMC4xZ2QpAAAAAAAAAAEAbrCjP9i5Yg=="
     assert redacted_path(f"/_rig/v1/connection/sse/{token}/subscriptions".encode()) == (

@@ -16,7 +16,7 @@ from rig import jsonbounds
 from rig.connections.frames import longpoll_frame
 from rig.connections.setup import SetupError, admit
 from rig.connections.token import InvalidToken
-from rig.web.http import JSON, respond
+from rig.httputil import JSON, respond
 
 FIRST_EVENT = "first_event"
 

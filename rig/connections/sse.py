@@ -7,7 +7,7 @@ from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plai
 from rig.connections.outbox import buffered_bytes, no_delay, write_now
 from rig.connections.setup import SetupError, admit
 from rig.events import rig_event
-from rig.web.http import client_gone, respond
+from rig.httputil import client_gone, respond
 
 
 class SSEConnection:

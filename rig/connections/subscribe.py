@@ -10,8 +10,8 @@ from rig import jsonbounds
 from rig.auth.checks import CheckRequest, authorization_tokens
 from rig.auth.jwt import InvalidJWT
 from rig.connections.token import InvalidToken
+from rig.httputil import authorization_values, header, request_body, respond
 from rig.subscriptions.model import SubscriptionError, parse_subscriptions
-from rig.web.http import authorization_values, header, request_body, respond
 
 SUPPORTED = "The following media types are supported by this endpoint: application/json"
 

@@ -15,9 +15,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import NOT_DONE_YET
 
+from rig.httputil import client_gone, respond
 from rig.proxy.gateway import Outcome
 from rig.proxy.targets import TargetPolicy, TargetRefused
-from rig.web.http import client_gone, respond
 
 HOP_BY_HOP = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",

@@ -6,8 +6,8 @@ from twisted.web.server import NOT_DONE_YET
 
 from rig.auth.checks import authorization_tokens
 from rig.auth.jwt import InvalidJWT
+from rig.httputil import authorization_values, redacted_path, respond
 from rig.metrics.stats import ProxyStats
-from rig.web.http import authorization_values, redacted_path, respond
 
 NOT_FOUND = b'{"message":"Not Found"}'
 

@@ -13,9 +13,9 @@ from twisted.internet import defer
 from twisted.web.server import NOT_DONE_YET
 
 from rig import jsonbounds
+from rig.httputil import request_body, respond
 from rig.proxy.forward import forwarded_path
 from rig.proxy.gateway import Outcome
-from rig.web.http import request_body, respond
 
 USAGE = (" Send a CloudEvent: a JSON object with at least specversion, type, source and id,"
          " with content-type application/json.")

@@ -2,8 +2,8 @@
 import json
 from urllib.parse import unquote
 
+from rig.httputil import JSON, respond
 from rig.proxy.definitions import validate, with_defaults
-from rig.web.http import JSON, respond
 from rig.web.params import ParamsError, body_params
 
 OK = b'{"message":"ok"}'

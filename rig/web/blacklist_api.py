@@ -3,7 +3,7 @@ import json
 import math
 from urllib.parse import unquote
 
-from rig.web.http import JSON, respond
+from rig.httputil import JSON, respond
 from rig.web.params import ParamsError, body_params
 
 

@@ -9,7 +9,7 @@ from importlib.resources import files
 
 from twisted.logger import Logger
 
-from rig.web.http import TEXT, respond
+from rig.httputil import TEXT, respond
 
 PREFIX = "/_rig/examples"
 

@@ -11,10 +11,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from rig.connections.outbox import no_delay
+from rig.httputil import client_gone, redacted_path, respond
 
-TEXT = b"text/plain; charset=utf-8"
 _REQUEST_LINE = re.compile(rb"[A-Z]{3,10} ")
-JSON = b"application/json; charset=utf-8"
 
 
 class BoundedRequest(server.Request):
@@ -229,62 +228,6 @@ class RigSite(server.Site):
             if channel.transport is not None:
                 channel.transport.abortConnection()
         return len(busy)
-
-
-def client_gone(request):
-    """Whether the client closed its connection before the response finished."""
-    return getattr(request, "client_gone", False)
-
-
-_TOKEN_IN_PATH = re.compile(rb"(/_rig/v1/connection/[^/]*/)([^/]{8})[^/]*")
-
-
-def redacted_path(path):
-    """A request path fit for a log: a connection token keeps only its first 8 characters."""
-    if isinstance(path, str):
-        return redacted_path(path.encode("utf-8", "replace")).decode("utf-8", "replace")
-    return _TOKEN_IN_PATH.sub(rb"\1\2...", path)
-
-
-def respond(request, status, body=b"", content_type=TEXT, headers=()):
-    """Set status and headers and return the body for ``render`` to send."""
-    request.setResponseCode(status)
-    if content_type is None:
-        request.defaultContentType = None
-    if isinstance(body, str):  # a message may quote the client's input, lone surrogates and all
-        body = body.encode("utf-8", "backslashreplace")
-    if content_type is not None and body:
-        request.setHeader(b"content-type", content_type)
-    for name, value in headers:
-        request.setHeader(name, value)
-    return body
-
-
-def request_body(request):
-    request.content.seek(0)
-    return request.content.read()
-
-
-def header(request, name):
-    """A request header as text (UTF-8, lenient), or None."""
-    value = request.getHeader(name)
-    return None if value is None else value.decode("utf-8", "replace")
-
-
-def authorization_values(request):
-    """The request's Authorization header values, as text, in order."""
-    return tuple(
-        value.decode("utf-8", "replace")
-        for value in request.requestHeaders.getRawHeaders(b"authorization", [])
-    )
-
-
-def headers_as_text(request):
-    """Lower-case header name to its first value, both as text."""
-    return {
-        name.decode("latin-1").lower(): values[0].decode("utf-8", "replace")
-        for name, values in request.requestHeaders.getAllRawHeaders()
-    }
 
 
 class Router(Resource):

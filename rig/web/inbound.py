@@ -5,8 +5,9 @@ from rig.connections.longpoll import longpoll_preflight, serve_longpoll
 from rig.connections.sse import serve_sse
 from rig.connections.subscribe import put_subscriptions, subscriptions_preflight
 from rig.connections.ws import websocket_resource
+from rig.httputil import TEXT, respond
 from rig.web.examples import ExamplePages, load_pages
-from rig.web.http import TEXT, RigSite, Router, respond
+from rig.web.http import RigSite, Router
 from rig.web.publish import publish_event
 
 

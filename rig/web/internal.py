@@ -2,9 +2,10 @@
 import json
 from functools import partial
 
+from rig.httputil import JSON, TEXT, respond
 from rig.web.apis_api import create_api, delete_api, get_api, list_apis, update_api
 from rig.web.blacklist_api import add_to_blacklist, check_blacklist
-from rig.web.http import JSON, TEXT, RigSite, Router, respond
+from rig.web.http import RigSite, Router
 from rig.web.metrics_api import serve_metrics
 from rig.web.operators import OperatorGuard
 from rig.web.publish import publish_event

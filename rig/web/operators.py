@@ -11,8 +11,8 @@ import ipaddress
 
 from twisted.web.resource import Resource
 
+from rig.httputil import JSON, respond
 from rig.listeners import tcp_address
-from rig.web.http import JSON, respond
 
 OPEN_PATHS = frozenset((b"/health", b"/metrics"))
 UNAUTHORIZED = b'{"errors":{"detail":"Unauthorized"}}'

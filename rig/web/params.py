@@ -1,7 +1,7 @@
 """Request parameters on the internal API: JSON, urlencoded or multipart bodies (spec 1.3)."""
 
 from rig import jsonbounds
-from rig.web.http import JSON, header, request_body, respond
+from rig.httputil import JSON, header, request_body, respond
 
 BAD_REQUEST = b'{"errors":{"detail":"Bad request"}}'
 

@@ -1,7 +1,7 @@
 """Event submission over HTTP, shared by ``/_rig/v1/events`` and ``/v3/messages``."""
 from rig.auth.checks import CheckRequest
 from rig.events import EventError, parse_http
-from rig.web.http import JSON, authorization_values, header, headers_as_text, request_body, respond
+from rig.httputil import JSON, authorization_values, header, headers_as_text, request_body, respond
 
 
 async def publish_event(hub, request, extra_headers=(), check=None):

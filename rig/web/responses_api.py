@@ -1,7 +1,7 @@
 """``POST /v3/responses``: a backend answers a request waiting under ``http_async``."""
 from rig.connections.token import InvalidToken
+from rig.httputil import header, request_body, respond
 from rig.proxy.gateway import AsyncAnswer
-from rig.web.http import header, request_body, respond
 
 SENT = "message sent to correlated reverse proxy request"
 _NOT_COPIED = frozenset((
