@@ -22,8 +22,8 @@ from rig.cluster.replicas import ApiReplica, BlacklistReplica, SessionsReplica
 from rig.cluster.routing import EventRouter
 from rig.connections.longpoll import poll_from_peer
 from rig.connections.subscribe import put_from_peer
-from rig.connections.token import TokenCodec
 from rig.hub import Hub
+from rig.hub.token import TokenCodec
 from rig.listeners import server_endpoint
 from rig.metrics.registry import build_metrics
 from rig.metrics.workers import METRICS_CALL, VmMetrics

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rig.connections.token import ConnectionRef, InvalidToken, TokenCodec
+from rig.hub.token import ConnectionRef, InvalidToken, TokenCodec
 
 SETTINGS = settings(derandomize=True, deadline=None, max_examples=200, database=None)
 

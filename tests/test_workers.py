@@ -8,7 +8,7 @@ import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 
-from rig.connections.token import TokenCodec
+from rig.hub.token import TokenCodec
 from tests.support import (
     TWISTD,
     RawHTTPClient,

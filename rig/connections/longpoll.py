@@ -15,8 +15,8 @@ from twisted.web.server import NOT_DONE_YET
 from rig import jsonbounds
 from rig.connections.frames import longpoll_frame
 from rig.connections.setup import SetupError, admit
-from rig.connections.token import InvalidToken
 from rig.httputil import JSON, respond
+from rig.hub.token import InvalidToken
 
 FIRST_EVENT = "first_event"
 

@@ -11,7 +11,7 @@ import attrs
 
 from rig.auth.checks import CheckRequest
 from rig.auth.jwt import InvalidJWT
-from rig.connections.closing import SHUTDOWN
+from rig.hub.closing import SHUTDOWN
 from rig.subscriptions.model import (
     SubscriptionError,
     decode_subscriptions_param,

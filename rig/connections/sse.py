@@ -2,12 +2,12 @@
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
-from rig.connections.closing import SHUTDOWN
 from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plain_frame
-from rig.connections.outbox import buffered_bytes, no_delay, write_now
 from rig.connections.setup import SetupError, admit
 from rig.events import rig_event
 from rig.httputil import client_gone, respond
+from rig.hub.closing import SHUTDOWN
+from rig.hub.outbox import buffered_bytes, no_delay, write_now
 
 
 class SSEConnection:

@@ -9,8 +9,8 @@ from urllib.parse import unquote
 from rig import jsonbounds
 from rig.auth.checks import CheckRequest, authorization_tokens
 from rig.auth.jwt import InvalidJWT
-from rig.connections.token import InvalidToken
 from rig.httputil import authorization_values, header, request_body, respond
+from rig.hub.token import InvalidToken
 from rig.subscriptions.model import SubscriptionError, parse_subscriptions
 
 SUPPORTED = "The following media types are supported by this endpoint: application/json"

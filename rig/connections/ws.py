@@ -11,10 +11,10 @@ from autobahn.util import encode_truncate
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from rig.connections.closing import SHUTDOWN
 from rig.connections.frames import WS_PING, ws_frame
-from rig.connections.outbox import buffered_bytes, no_delay, write_now
 from rig.connections.setup import SetupError, admit
+from rig.hub.closing import SHUTDOWN
+from rig.hub.outbox import buffered_bytes, no_delay, write_now
 
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
 TOO_SLOW = "Too slow."

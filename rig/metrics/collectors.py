@@ -14,7 +14,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from rig.cluster.membership import STATES
-from rig.connections.outbox import buffered_bytes
+from rig.hub.outbox import buffered_bytes
 from rig.metrics.stats import EVENT_SOURCES, RECOVERY_OUTCOMES, TRANSPORTS
 
 BLACKLIST_NAME = "SessionBlacklist"

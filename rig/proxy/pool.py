@@ -10,7 +10,7 @@ from twisted.web import client
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from rig.connections.outbox import no_delay
+from rig.hub.outbox import no_delay
 
 
 @implementer(IStreamClientEndpoint)

@@ -206,7 +206,7 @@ class RedisSource(Service):
 
     def _answer(self, entry_id, fields):
         """Deliver a proxy response entry here, or to the node holding the request."""
-        from rig.connections.token import InvalidToken
+        from rig.hub.token import InvalidToken
         from rig.proxy.gateway import AsyncAnswer
 
         if self.correlations is None:

@@ -10,8 +10,8 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rig.connections.outbox import no_delay
 from rig.httputil import client_gone, redacted_path, respond
+from rig.hub.outbox import no_delay
 
 _REQUEST_LINE = re.compile(rb"[A-Z]{3,10} ")
 

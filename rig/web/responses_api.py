@@ -1,6 +1,6 @@
 """``POST /v3/responses``: a backend answers a request waiting under ``http_async``."""
-from rig.connections.token import InvalidToken
 from rig.httputil import header, request_body, respond
+from rig.hub.token import InvalidToken
 from rig.proxy.gateway import AsyncAnswer
 
 SENT = "message sent to correlated reverse proxy request"

@@ -14,10 +14,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from rig.auth.authority import Authority
-from rig.connections.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
-from rig.connections.outbox import Outbox
-from rig.connections.token import TokenCodec
 from rig.events import rig_event
+from rig.hub.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
+from rig.hub.outbox import Outbox
+from rig.hub.token import TokenCodec
 from rig.metrics.stats import HubStats
 from rig.recovery import History
 from rig.subscriptions.extractors import ExtractorConfig
