@@ -13,12 +13,12 @@ import treq
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
 
 from rig.service import RigService
 from rig.settings import Settings
 from rig.subscriptions.extractors import parse_extractors
+from rig.testing import eventually
 
 TIMEOUT = 5.0
 
@@ -516,12 +516,5 @@ async def get_json(pool, url):
 
 async def wait_for(predicate, seconds, what):
     """Poll the async *predicate* every 0.1 s; its time of success (monotonic)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if await predicate():
-                return time.monotonic()
-        except Exception:  # not up yet
-            pass
-        await deferLater(reactor, 0.1)
-    raise AssertionError(f"{what} not reached within {seconds} s")
+    await eventually(reactor, predicate, seconds, what, interval=0.1)
+    return time.monotonic()

@@ -17,6 +17,7 @@ from rig.connections.ws import RigWebSocketFactory, RigWebSocketProtocol
 from rig.events import parse_structured
 from rig.hub import ConnectionRateLimit, Hub
 from rig.settings import Settings
+from rig.testing import FakeConnection
 
 GREETING = b'{"specversion":"1.0","type":"greeting","source":"s","id":"%s"}'
 
@@ -71,33 +72,6 @@ def written(request):
 
 def event(event_id):
     return parse_structured(GREETING % event_id.encode())
-
-
-class FakeConnection:
-    coalesce = True
-    sessions = None
-    expiry_call = None
-
-    def __init__(self, hub, framer):
-        self.local_id = hub.new_local_id()
-        self.token = hub.token_for(self.local_id)
-        self.framer = framer
-        self.frames = []
-        self.beats = 0
-
-    def deliver(self, frame):
-        self.frames.append(frame)
-
-    write_frame = deliver
-
-    def send_rig_event(self, rig_event):
-        self.frames.append(rig_event.type)
-
-    def heartbeat(self):
-        self.beats += 1
-
-    def close(self, frame=None):
-        pass
 
 
 def test_heartbeat_every_interval_and_clean_stop():

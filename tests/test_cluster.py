@@ -7,6 +7,7 @@ from twisted.internet.task import deferLater
 
 from rig.cluster.membership import SwimConfig
 from rig.events import parse_structured
+from rig.testing import eventually as poll
 from tests.support import greeting, make_jwt, subs_query, within
 
 FAST = SwimConfig(probe_interval=0.2, probe_timeout=0.1, push_pull_interval=1.0,
@@ -14,12 +15,8 @@ FAST = SwimConfig(probe_interval=0.2, probe_timeout=0.1, push_pull_interval=1.0,
 COOKIE = "cluster-test-cookie"
 
 
-async def eventually(predicate, seconds=8.0, message="condition"):
-    for _ in range(int(seconds / 0.05)):
-        if predicate():
-            return
-        await deferLater(reactor, 0.05)
-    raise AssertionError(f"{message} not reached within {seconds} s")
+def eventually(predicate, seconds=8.0, message="condition"):
+    return poll(reactor, predicate, seconds, message)
 
 
 def start_node(make_gateway, seeds=(), **overrides):

@@ -1,8 +1,8 @@
 """A client that stops reading is dropped; everyone else keeps receiving everything."""
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
+from rig.testing import eventually as poll
 from tests.support import subs_query, within
 
 ALL = "?subscriptions=" + subs_query([{"eventType": "bulk"}])
@@ -14,12 +14,8 @@ def bulk(number):
             "data": padding}
 
 
-async def wait_until(predicate, seconds=10.0):
-    for _ in range(int(seconds / 0.05)):
-        if predicate():
-            return
-        await deferLater(reactor, 0.05)
-    raise AssertionError("condition not reached")
+def wait_until(predicate, seconds=10.0):
+    return poll(reactor, predicate, seconds)
 
 
 @pytest_twisted.ensureDeferred

@@ -11,6 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent
 
 from rig.cluster.links import ClusterLinks, LinkProtocol, _Peer, encode_frame
+from rig.testing import eventually as poll
 
 TIMEOUT = 5
 COOKIE = "secret-cookie"
@@ -265,12 +266,8 @@ def deferLater(seconds):
     return d
 
 
-async def until(predicate, step=0.01):
-    for _ in range(int(TIMEOUT / step)):
-        if predicate():
-            return
-        await deferLater(step)
-    raise AssertionError("condition not met in time")
+def until(predicate):
+    return poll(reactor, predicate, TIMEOUT, interval=0.01)
 
 
 @pytest_twisted.ensureDeferred

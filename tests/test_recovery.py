@@ -257,8 +257,6 @@ async def test_long_polling_new_session_resumes_from_last_event_id(gateway):
 
 class RecordingConnection:
     coalesce = False
-    sessions = None
-    expiry_call = None
 
     def __init__(self, hub):
         self.local_id = hub.new_local_id()

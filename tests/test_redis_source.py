@@ -6,17 +6,14 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from rig.streams.source import parse_redis_url
+from rig.testing import eventually as poll
 from tests.support import greeting, subs_query
 
 ALL = "?subscriptions=" + subs_query([{"eventType": "greeting"}])
 
 
-async def eventually(predicate, seconds=10.0, what="condition"):
-    for _ in range(int(seconds / 0.05)):
-        if await predicate():
-            return
-        await deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"{what} not reached within {seconds} s")
+def eventually(predicate, seconds=10.0, what="condition"):
+    return poll(reactor, predicate, seconds, what)
 
 
 def nothing_pending(redis, stream):

@@ -19,6 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool, ResponseNeverReceived
 
 from rig.settings import env_names
+from rig.testing import eventually as poll
 from tests.support import RawHTTPClient, WSClient, within
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -63,13 +64,8 @@ class SplitRequestClient(RawHTTPClient):
         self.transport.write(self.request_bytes[-2:])
 
 
-async def until(predicate, seconds, what):
-    """Poll *predicate* on the reactor (never blocking it) for up to *seconds*."""
-    deadline = reactor.seconds() + seconds
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{what}: not within {seconds} s")
-        await deferLater(reactor, 0.01)
+def until(predicate, seconds, what):
+    return poll(reactor, predicate, seconds, what, interval=0.01)
 
 
 async def refused(port, seconds):

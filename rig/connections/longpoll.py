@@ -11,29 +11,29 @@ import json
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from rig import jsonbounds
 from rig.connections.frames import longpoll_frame
 from rig.connections.setup import SetupError, admit
 from rig.httputil import JSON, respond
+from rig.hub.interface import IConnection
 from rig.hub.token import InvalidToken
 
 FIRST_EVENT = "first_event"
 
 
+@implementer(IConnection)
 class LongPollSession:
     kind = "longpoll"
     framer = staticmethod(longpoll_frame)
     coalesce = False
-    sessions = None
-    expiry_call = None
     log = Logger()
 
     def __init__(self, hub, local_id, *, buffer_size, wait, ttl, cors):
         self.hub = hub
         self.local_id = local_id
         self.token = hub.token_for(local_id)
-        self.subscriptions = []
         self.buffer = collections.deque(maxlen=buffer_size)
         self.last_active = hub.reactor.seconds()
         self._wait = wait

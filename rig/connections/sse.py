@@ -1,15 +1,18 @@
 """Server-Sent Events: ``GET /_rig/v1/connection/sse`` (spec Part B 2.3)."""
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plain_frame
 from rig.connections.setup import SetupError, admit
 from rig.events import rig_event
 from rig.httputil import client_gone, respond
 from rig.hub.closing import SHUTDOWN
+from rig.hub.interface import IConnection
 from rig.hub.outbox import buffered_bytes, no_delay, write_now
 
 
+@implementer(IConnection)
 class SSEConnection:
     """One event stream; frames go straight to the HTTP channel's transport."""
 
@@ -18,13 +21,10 @@ class SSEConnection:
     __slots__ = (
         "__weakref__",
         "_heartbeat",
-        "expiry_call",
         "framer",
         "hub",
         "local_id",
         "request",
-        "sessions",
-        "subscriptions",
         "token",
         "transport",
     )
@@ -36,9 +36,6 @@ class SSEConnection:
         no_delay(self.transport)
         self.local_id = local_id
         self.token = hub.token_for(local_id)
-        self.subscriptions = []
-        self.sessions = None
-        self.expiry_call = None
         if request.chunked:
             self.framer, self._heartbeat = sse_chunked_frame, chunk(HEARTBEAT)
         else:

@@ -10,10 +10,12 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.util import encode_truncate
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from rig.connections.frames import WS_PING, ws_frame
 from rig.connections.setup import SetupError, admit
 from rig.hub.closing import SHUTDOWN
+from rig.hub.interface import IConnection
 from rig.hub.outbox import buffered_bytes, no_delay, write_now
 
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
@@ -33,6 +35,7 @@ class _NoDebugLogger(Logger):
         pass
 
 
+@implementer(IConnection)
 class RigWebSocketProtocol(WebSocketServerProtocol):
     kind = "ws"
     framer = staticmethod(ws_frame)
@@ -40,10 +43,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
 
     local_id = None
     token = None
-    subscriptions = ()
     coalesce = True
-    sessions = None
-    expiry_call = None
     _awaiting_pong = False
     _query = None
 
@@ -127,7 +127,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
 
     def write_frame(self, data):
         transport = self.transport
-        if transport is None or self.state != 3:  # STATE_OPEN
+        if transport is None or self.state != self.STATE_OPEN:
             return
         if not write_now(transport, data, self.factory.hub.send_queue_limit):
             self._too_slow()

@@ -9,6 +9,7 @@ the index and builds each kind's frame once.
 """
 import itertools
 
+import attrs
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -23,6 +24,15 @@ from rig.recovery import History
 from rig.subscriptions.extractors import ExtractorConfig
 from rig.subscriptions.index import SubscriptionIndex
 from rig.subscriptions.inference import jwt_subscriptions
+
+
+@attrs.define(slots=True)
+class ConnectionRecord:
+    """What the hub keeps about a connection; nothing of it is written on the transport."""
+
+    subscriptions: tuple = ()
+    sessions: set | None = None  # the sessions of its JWTs
+    expiry_call: object = None  # closes it when its token expires
 
 
 class ConnectionRateLimit:
@@ -76,7 +86,8 @@ class Hub:
         self.remote_history = None  # in a cluster: replays from the node a client left
         self.redis = None  # the Redis source, when REDIS_URL is set (for readiness)
         self.closing = False  # shutting down: new connections are refused
-        self.connections = {}
+        self.connections = {}  # local id -> connection (IConnection)
+        self._records = {}  # local id -> ConnectionRecord: the hub's own bookkeeping
         self.sessions = {}  # session id -> set of local connections
         self._ids = itertools.count(1)
         self.history = history if history is not None else History(reactor)
@@ -119,6 +130,7 @@ class Hub:
         subscriptions event, before any live one.
         """
         self.connections[connection.local_id] = connection
+        self._records[connection.local_id] = ConnectionRecord()
         if resume is not None and self.remote_history is not None:
             address = self.remote_history.owner_of(resume)
             if address is not None:  # the client comes from another node (or worker)
@@ -214,19 +226,25 @@ class Hub:
     def unregister(self, connection):
         if self.connections.pop(connection.local_id, None) is None:
             return
+        record = self._records.pop(connection.local_id, None) or ConnectionRecord()
         self.index.remove(connection)
-        self.history.linger({s.event_type for s in connection.subscriptions or ()})
-        for session in connection.sessions or ():
+        self.history.linger({s.event_type for s in record.subscriptions})
+        for session in record.sessions or ():
             members = self.sessions.get(session)
             if members is not None:
                 members.discard(connection)
                 if not members:
                     del self.sessions[session]
-        call = connection.expiry_call
+        call = record.expiry_call
         if call is not None:
-            connection.expiry_call = None
+            record.expiry_call = None
             if call.active():
                 call.cancel()
+
+    def subscriptions_of(self, connection):
+        """The subscriptions a live connection has (none while its confirmation waits)."""
+        record = self._records.get(connection.local_id)
+        return record.subscriptions if record is not None else ()
 
     def find(self, ref):
         """The live local connection *ref* names, or None."""
@@ -241,7 +259,7 @@ class Hub:
         return self._once_confirmed(connection, subscriptions, self._subscribe)
 
     def _subscribe(self, connection, subscriptions):
-        connection.subscriptions = subscriptions
+        self._records[connection.local_id].subscriptions = tuple(subscriptions)
         self.index.set(connection, subscriptions)
         self._send_welcome(connection, rig_event(
             "rig.subscriptions_set",
@@ -260,33 +278,38 @@ class Hub:
         A connection authenticated by a JWT ends when that JWT expires, unless a
         newer valid JWT of one of its sessions (or its first JWT) extends it.
         """
+        record = self._records.get(connection.local_id)
+        if record is None:
+            return  # it went away meanwhile
         session_of = self.auth.validator.session_of
         extended = None
         for claims in claims_list:
             session = session_of(claims)
-            known = connection.sessions
+            known = record.sessions
             if not known or session in known:
                 expires = claims.get("exp")
                 extended = expires if extended is None else max(extended, expires)
             if session is not None:
                 if known is None:
-                    connection.sessions = known = set()
+                    record.sessions = known = set()
                 known.add(session)
                 self.sessions.setdefault(session, set()).add(connection)
         if extended is not None:
-            self._expire_at(connection, extended)
+            self._expire_at(connection, record, extended)
 
-    def _expire_at(self, connection, expires_at):
-        call = connection.expiry_call
+    def _expire_at(self, connection, record, expires_at):
+        call = record.expiry_call
         if call is not None and call.active():
             if call.getTime() >= expires_at:
                 return
             call.cancel()
         delay = max(0.0, expires_at - self.reactor.seconds())
-        connection.expiry_call = self.reactor.callLater(delay, self._token_expired, connection)
+        record.expiry_call = self.reactor.callLater(delay, self._token_expired, connection)
 
     def _token_expired(self, connection):
-        connection.expiry_call = None
+        record = self._records.get(connection.local_id)
+        if record is not None:
+            record.expiry_call = None
         self.log.info("Closing connection {local_id}: its token expired",
                       local_id=connection.local_id)
         connection.close(TOKEN_EXPIRED)
