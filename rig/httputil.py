@@ -63,3 +63,22 @@ def headers_as_text(request):
         name.decode("latin-1").lower(): values[0].decode("utf-8", "replace")
         for name, values in request.requestHeaders.getAllRawHeaders()
     }
+
+
+def cors_headers(origin, *, methods=None, allow=None, credentials=False):
+    """RIG's CORS response headers: the allowed origin (``CORS``), and for a preflight
+    the methods and request headers it allows."""
+    headers = [(b"access-control-allow-origin", origin)]
+    if credentials:
+        headers.append((b"access-control-allow-credentials", b"true"))
+    if methods is not None:
+        headers.append((b"access-control-allow-methods", methods))
+    if allow is not None:
+        headers.append((b"access-control-allow-headers", allow))
+    return headers
+
+
+def preflight(request, origin, *, methods, allow, credentials=False):
+    """Answer a CORS preflight (``OPTIONS``): 204 with the CORS headers."""
+    return respond(request, 204, headers=cors_headers(origin, methods=methods, allow=allow,
+                                                      credentials=credentials))

@@ -158,8 +158,16 @@ class RigService(MultiService):
     """The whole gateway, built from settings with no I/O until started."""
 
     log = Logger()
+    # what build() puts together, for the listeners, metrics and tests to reach
+    settings = None
+    store = None  # the API definitions
+    redis = None  # the Redis source (REDIS_URL)
+    cluster = None  # the ClusterNode (CLUSTER_PORT)
+    interest = None  # its InterestReplica
+    session_map = None  # its SessionsReplica
+    owner_calls = None  # its OwnerCalls
+    metrics = None
     systemd = None
-    cluster = None
 
     def __init__(self, hub):
         super().__init__()
@@ -232,21 +240,12 @@ class RigService(MultiService):
             own_ports=service.listener_ports, internal_ports=service.internal_ports,
             peer_hosts=service.peer_hosts,
             local_names=local_names(settings.host, settings.node_host))
-        proxy = Proxy(
-            store=store,
-            forwarder=Forwarder(reactor, proxy_agent(reactor),
-                                recv_timeout=settings.proxy_recv_timeout,
-                                by_address=_address_of(settings.host), policy=policy),
-            correlations=correlations, validator=hub.auth.validator,
-            cors=settings.cors.encode("utf-8"), request_log="console" in settings.request_log,
-            async_timeout=settings.proxy_http_async_response_timeout, clock=reactor,
-        )
         service.store = store
         service.cluster = service.interest = service.session_map = None
         if settings.cluster_listen:
             cls._make_cluster(service, settings, reactor, boot=boot, correlations=correlations,
                               swim_config=swim_config, options=cluster_options or {})
-        service.redis = None
+        service.redis = redis_target = None
         if settings.redis_url is not None:
             service.redis = RedisSource(
                 reactor, hub, settings.redis_url, streams=settings.redis_source_streams,
@@ -255,15 +254,24 @@ class RigService(MultiService):
                 correlations=correlations,
                 # entries wait in the group (for other nodes) until this one knows its peers
                 ready=service.cluster.when_synced if service.cluster is not None else None)
-            proxy.redis_target = RedisTarget(
-                service.redis, correlations, cors_headers=proxy._cors_headers,
+            redis_target = RedisTarget(
+                service.redis, correlations, cors=settings.cors.encode("utf-8"),
                 timeout=settings.proxy_redis_response_timeout)
-            hub.redis = service.redis
             service.redis.setName("redis")
             service.redis.setServiceParent(service)
         if service.cluster is not None:
             service.cluster.setName("cluster")
             service.cluster.setServiceParent(service)
+        proxy = Proxy(
+            store=store,
+            forwarder=Forwarder(reactor, proxy_agent(reactor),
+                                recv_timeout=settings.proxy_recv_timeout,
+                                by_address=_address_of(settings.host), policy=policy),
+            correlations=correlations, validator=hub.auth.validator,
+            cors=settings.cors.encode("utf-8"), request_log="console" in settings.request_log,
+            async_timeout=settings.proxy_http_async_response_timeout, clock=reactor,
+            redis_target=redis_target,
+        )
         service.metrics = build_metrics(
             reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,
             proxy_stats=proxy.stats, redis=service.redis, cluster=service.cluster)
@@ -279,7 +287,7 @@ class RigService(MultiService):
         internal = ListenerService(reactor, settings.api_listen,
                                    internal_site(hub, settings, store, correlations,
                                                  service.metrics, cluster=service.cluster,
-                                                 target_policy=policy),
+                                                 redis=service.redis, target_policy=policy),
                                    drain_timeout=settings.shutdown_drain_timeout)
         internal.setName("internal")
         internal.setServiceParent(service)
@@ -306,17 +314,17 @@ class RigService(MultiService):
         calls.register("put-subscriptions", partial(put_from_peer, hub))
         calls.register("poll", partial(poll_from_peer, hub))
         calls.register("async-response", correlations.answer_from_peer)
-        hub.forwarders.append(router.forward)
-        hub.remote = correlations.remote = calls
-        hub.cluster_interest = interest
-        hub.remote_history = RemoteHistory(hub.history, calls)
+        remote_history = RemoteHistory(hub.history, calls)
+        hub.join_cluster(forward=router.forward, calls=calls, interest=interest,
+                         remote_history=remote_history)
+        correlations.join_cluster(calls)
         service.cluster = ClusterNode(
             reactor, cookie=settings.node_cookie, listen=settings.cluster_listen,
             node_host=settings.node_host, boot=boot, seeds=settings.cluster_seeds,
             dns_name=settings.dns_name if settings.discovery_type == "dns" else None,
             tls_ca=settings.cluster_tls_ca, swim_config=swim_config,
             parts=[interest, session_map, BlacklistReplica(hub.auth.blacklist),
-                   ApiReplica(service.store), router, calls, hub.remote_history],
+                   ApiReplica(service.store), router, calls, remote_history],
             named=[hub.codec, correlations.codec], **options,
         )
         service.interest, service.session_map, service.owner_calls = interest, session_map, calls

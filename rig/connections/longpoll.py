@@ -16,7 +16,7 @@ from zope.interface import implementer
 from rig import jsonbounds
 from rig.connections.frames import longpoll_frame
 from rig.connections.setup import SetupError, admit
-from rig.httputil import JSON, respond
+from rig.httputil import JSON, cors_headers, preflight, respond
 from rig.hub.interface import IConnection
 from rig.hub.token import InvalidToken
 
@@ -148,7 +148,7 @@ def _event_number(cursor):
 
 def poll_response(request, token, cors, events, last_id):
     set_session_cookies(request, token, last_id)
-    cors_headers(request, cors)
+    with_cors(request, cors)
     encoded_id = json.dumps(last_id).encode()
     body = b'{"last_event_id":%s,"events":[%s]}' % (encoded_id, b",".join(events))
     return respond(request, 200, body, JSON, headers=[(b"cache-control", b"no-cache")])
@@ -161,9 +161,9 @@ def set_session_cookies(request, token, last_id):
     )
 
 
-def cors_headers(request, cors):
-    request.setHeader(b"access-control-allow-origin", cors)
-    request.setHeader(b"access-control-allow-credentials", b"true")
+def with_cors(request, cors):
+    for name, value in cors_headers(cors, credentials=True):
+        request.setHeader(name, value)
 
 
 def _cursor(request):
@@ -235,7 +235,7 @@ async def _new_session(hub, settings, cors, request):
         admission = await admit(hub, request.args, longpoll=True)
     except SetupError as error:
         if error.status != 429:
-            cors_headers(request, cors)
+            with_cors(request, cors)
         return respond(request, error.status, error.message)
     session = LongPollSession(
         hub, hub.new_local_id(),
@@ -246,14 +246,9 @@ async def _new_session(hub, settings, cors, request):
     if confirming is not None:
         await confirming  # the answer is the client's confirmation
     set_session_cookies(request, session.token, FIRST_EVENT)
-    cors_headers(request, cors)
+    with_cors(request, cors)
     return respond(request, 200, b'"ok"', JSON, headers=[(b"cache-control", b"no-cache")])
 
 
 def longpoll_preflight(cors, request):
-    return respond(request, 204, headers=[
-        (b"access-control-allow-origin", cors),
-        (b"access-control-allow-credentials", b"true"),
-        (b"access-control-allow-methods", b"GET"),
-        (b"access-control-allow-headers", b"*"),
-    ])
+    return preflight(request, cors, methods=b"GET", allow=b"*", credentials=True)

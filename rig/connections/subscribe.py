@@ -9,7 +9,14 @@ from urllib.parse import unquote
 from rig import jsonbounds
 from rig.auth.checks import CheckRequest, authorization_tokens
 from rig.auth.jwt import InvalidJWT
-from rig.httputil import authorization_values, header, request_body, respond
+from rig.httputil import (
+    authorization_values,
+    cors_headers,
+    header,
+    preflight,
+    request_body,
+    respond,
+)
 from rig.hub.token import InvalidToken
 from rig.subscriptions.model import SubscriptionError, parse_subscriptions
 
@@ -47,7 +54,7 @@ async def put_subscriptions(hub, cors, request, kind, token):
             'Send {"subscriptions": [...]} with content-type application/json.',
             content_type=None,
         )
-    cors_header = [(b"access-control-allow-origin", cors)]
+    cors_header = cors_headers(cors)
     authorization = authorization_values(request)
     if not await hub.auth.subscription_check.allows(
         CheckRequest(raw_body, content_type, authorization)
@@ -113,8 +120,4 @@ async def put_from_peer(hub, args):
 
 
 def subscriptions_preflight(cors, request, kind=None, token=None):
-    return respond(request, 204, headers=[
-        (b"access-control-allow-origin", cors),
-        (b"access-control-allow-methods", b"PUT"),
-        (b"access-control-allow-headers", b"content-type,authorization"),
-    ])
+    return preflight(request, cors, methods=b"PUT", allow=b"content-type,authorization")

@@ -80,11 +80,13 @@ class Hub:
         self.stats = HubStats()  # plain counters; the metrics collector reads them
         self.auth = auth or Authority.unconfigured(reactor)
         self.auth.blacklist.on_add(self.kill_session)
-        self.forwarders = []  # callables(event): the cluster sends events on to other nodes
-        self.remote = None  # the cluster node, when there is one: calls to owning nodes
-        self.cluster_interest = None  # in a cluster: confirmations wait until peers know
-        self.remote_history = None  # in a cluster: replays from the node a client left
-        self.redis = None  # the Redis source, when REDIS_URL is set (for readiness)
+        # in a cluster (see join_cluster): where events go on to other nodes, calls to
+        # the node that owns a connection, the interest confirmations wait for, and
+        # replays from the node a reconnecting client left
+        self.forwarders = []
+        self.remote = None
+        self.cluster_interest = None
+        self.remote_history = None
         self.closing = False  # shutting down: new connections are refused
         self.connections = {}  # local id -> connection (IConnection)
         self._records = {}  # local id -> ConnectionRecord: the hub's own bookkeeping
@@ -94,6 +96,14 @@ class Hub:
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
         self._heartbeat_interval = heartbeat_interval
+
+    def join_cluster(self, *, forward, calls, interest, remote_history):
+        """This node is a cluster member: route events, calls, confirmations and replays
+        through the cluster's parts (the composition root calls this, once)."""
+        self.forwarders.append(forward)
+        self.remote = calls
+        self.cluster_interest = interest
+        self.remote_history = remote_history
 
     # -- lifecycle -------------------------------------------------------
 

@@ -16,7 +16,11 @@ class Correlations:
         self.codec = codec
         self._waiting = {}
         self._ids = itertools.count(1)
-        self.remote = None  # the cluster node, when there is one
+        self.remote = None  # calls to other nodes, in a cluster (see join_cluster)
+
+    def join_cluster(self, calls):
+        """Answers for requests waiting on other nodes go through *calls*."""
+        self.remote = calls
 
     def open(self, timeout):
         """A new correlation id and a Deferred of its answer (TimeoutError after *timeout*)."""

@@ -6,7 +6,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from rig.auth.checks import authorization_tokens
 from rig.auth.jwt import InvalidJWT
-from rig.httputil import authorization_values, redacted_path, respond
+from rig.httputil import authorization_values, cors_headers, redacted_path, respond
 from rig.metrics.stats import ProxyStats
 
 NOT_FOUND = b'{"message":"Not Found"}'
@@ -133,9 +133,5 @@ class Proxy:
             return True
         return False
 
-    def _cors_headers(self, allow_headers=b"content-type"):
-        return [
-            (b"access-control-allow-origin", self._cors),
-            (b"access-control-allow-methods", b"*"),
-            (b"access-control-allow-headers", allow_headers),
-        ]
+    def _cors_headers(self):
+        return cors_headers(self._cors, methods=b"*", allow=b"content-type")

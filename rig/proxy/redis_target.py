@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.web.server import NOT_DONE_YET
 
 from rig import jsonbounds
-from rig.httputil import request_body, respond
+from rig.httputil import cors_headers, request_body, respond
 from rig.proxy.forward import forwarded_path
 from rig.proxy.gateway import Outcome
 
@@ -44,17 +44,17 @@ def request_metadata(request, route, correlation=None):
 class RedisTarget:
     """Publishes proxied requests to Redis streams and awaits correlated answers."""
 
-    def __init__(self, source, correlations, *, cors_headers, timeout):
+    def __init__(self, source, correlations, *, cors, timeout):
         self._source = source  # the RedisSource: its producer connection and response stream
         self._correlations = correlations
-        self._cors_headers = cors_headers
+        self._cors = cors
         self._timeout = timeout
 
     async def handle(self, request, route, outcome=None):
         """Publish the request; *outcome* (a :class:`rig.proxy.gateway.Outcome`) is told
         how it ended, for the metrics."""
         outcome = outcome if outcome is not None else Outcome()
-        headers = self._cors_headers(b"content-type,authorization")
+        headers = cors_headers(self._cors, methods=b"*", allow=b"content-type,authorization")
         if request.method == b"OPTIONS":
             return respond(request, 204, headers=headers)
         if self._source is None:

@@ -8,7 +8,6 @@ acknowledged, never retried forever. Entries left pending by a consumer that
 died are claimed after ``claim_idle`` seconds. If Redis is down, the reader
 retries with backoff and resumes from the group's position.
 """
-import json
 import os
 from urllib.parse import unquote, urlsplit
 
@@ -281,8 +280,3 @@ def _answer_fields(fields):
     headers = tuple((name.lower().encode("latin-1"), value.encode("utf-8"))
                     for name, value in fields.items() if name.lower() not in _NOT_HEADERS)
     return correlation, status, headers, fields.get("body", "").encode("utf-8")
-
-
-def encode_event_entry(event_json):
-    """The fields of a structured-mode entry, as backends (and tests) write them."""
-    return ["event", event_json if isinstance(event_json, str) else json.dumps(event_json)]

@@ -5,7 +5,7 @@ from rig.connections.longpoll import longpoll_preflight, serve_longpoll
 from rig.connections.sse import serve_sse
 from rig.connections.subscribe import put_subscriptions, subscriptions_preflight
 from rig.connections.ws import websocket_resource
-from rig.httputil import TEXT, respond
+from rig.httputil import TEXT, cors_headers, preflight, respond
 from rig.web.examples import ExamplePages, load_pages
 from rig.web.http import RigSite, Router
 from rig.web.publish import publish_event
@@ -16,11 +16,7 @@ def health(request):
 
 
 def events_preflight(cors, request):
-    return respond(request, 204, headers=[
-        (b"access-control-allow-origin", cors),
-        (b"access-control-allow-methods", b"POST"),
-        (b"access-control-allow-headers", b"content-type"),
-    ])
+    return preflight(request, cors, methods=b"POST", allow=b"content-type")
 
 
 def upgrade_to_websocket(websocket, request):
@@ -36,7 +32,7 @@ def upgrade_to_websocket(websocket, request):
 def inbound_resource(hub, settings, proxy):
     cors = settings.cors.encode("utf-8")
     websocket = websocket_resource(hub)
-    cors_header = [(b"access-control-allow-origin", cors)]
+    cors_header = cors_headers(cors)
     routes = [
         (r"/_rig/health", {b"GET": health}),
         (r"/_rig/v1/events", {

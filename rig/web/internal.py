@@ -25,14 +25,14 @@ def cluster_view(hub, cluster, request):
     return respond(request, 200, json.dumps(view).encode(), JSON)
 
 
-def readiness(hub, cluster, request):
+def readiness(cluster, redis, request):
     """``/health`` stays RIG's plain ``OK``; this says whether the node is ready (503
     until it has learnt every cluster peer's interest) and which dependency is degraded."""
     checks = {}
     if cluster is not None:
         checks["cluster"] = "ok" if cluster.synced else "syncing"
-    if hub.redis is not None:
-        checks["redis"] = "ok" if hub.redis.healthy else "unavailable"
+    if redis is not None:
+        checks["redis"] = "ok" if redis.healthy else "unavailable"
     if checks.get("cluster") == "syncing":
         status, code = "starting", 503
     else:
@@ -47,7 +47,7 @@ def health(request):
 
 
 def internal_resource(hub, settings, store, correlations, metrics, *, cluster=None,
-                      target_policy=None):
+                      redis=None, target_policy=None):
     publish = {b"POST": partial(publish_event, hub)}
     routes = [
         (r"/health", {b"GET": health}),
@@ -67,15 +67,15 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
         }),
         (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
         (r"/v3/cluster", {b"GET": partial(cluster_view, hub, cluster)}),
-        (r"/v3/health", {b"GET": partial(readiness, hub, cluster)}),
+        (r"/v3/health", {b"GET": partial(readiness, cluster, redis)}),
     ]
     return Router(routes, fallback=not_found)
 
 
 def internal_site(hub, settings, store, correlations, metrics, *, cluster=None,
-                  target_policy=None):
+                  redis=None, target_policy=None):
     router = internal_resource(hub, settings, store, correlations, metrics, cluster=cluster,
-                               target_policy=target_policy)
+                               redis=redis, target_policy=target_policy)
     guard = OperatorGuard(router, tokens=settings.api_auth_tokens,
                           client_certificates=bool(settings.api_https_client_ca))
     return RigSite(guard, max_request_bytes=settings.max_request_bytes,
