@@ -25,6 +25,8 @@ import collections
 import itertools
 import os
 
+from rig import defaults
+
 # peers learn of a new interest before the confirmation (pushed and acknowledged); the
 # grace covers interest that lingers or is refreshed without a confirmation
 INTEREST_GRACE = 2.0
@@ -33,7 +35,8 @@ INTEREST_GRACE = 2.0
 class History:
     """The last ``max_events`` events (none older than ``max_age`` seconds)."""
 
-    def __init__(self, clock, *, max_events=1000, max_age=300.0, epoch=None):
+    def __init__(self, clock, *, max_events=defaults.RECOVERY_HISTORY_SIZE,
+                 max_age=defaults.RECOVERY_HISTORY_AGE, epoch=None):
         self._clock = clock
         self.max_events = max_events
         self.max_age = max_age

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import attrs
 
+from rig import defaults
 from rig.auth.jwt import ALGORITHMS, load_key
 from rig.jsonsource import load_path_or_json
 from rig.listeners import parse_description, tcp_address
@@ -52,20 +53,20 @@ class Settings:
     host: str = "localhost"
     cors: str = "*"
     examples_enabled: bool = False
-    max_connections_per_minute: int = 5000
+    max_connections_per_minute: int = defaults.MAX_CONNECTIONS_PER_MINUTE
     extractors: ExtractorConfig = attrs.field(factory=ExtractorConfig)
     node_host: str = "127.0.0.1"
     node_cookie: str | None = attrs.field(default=None, repr=False)
     log_level: str = "info"
     log_fmt: str = "text"
     prometheus_metrics_enabled: bool = True
-    heartbeat_interval: float = 15.0
+    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
     longpoll_wait: float = 5.0
     longpoll_buffer_size: int = 200
     longpoll_session_ttl: float = 3600.0
-    send_queue_limit: int = 1048576
-    recovery_history_size: int = 1000
-    recovery_history_age: float = 300.0
+    send_queue_limit: int = defaults.SEND_QUEUE_LIMIT
+    recovery_history_size: int = defaults.RECOVERY_HISTORY_SIZE
+    recovery_history_age: float = defaults.RECOVERY_HISTORY_AGE
     shutdown_drain_timeout: float = 10.0
     max_request_bytes: int = 8000000
     http_header_timeout: float = 30.0

@@ -14,6 +14,7 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from rig import defaults
 from rig.auth.authority import Authority
 from rig.events import rig_event
 from rig.hub.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
@@ -64,9 +65,9 @@ class Hub:
         *,
         extractors=None,
         codec=None,
-        max_connections_per_minute=5000,
-        heartbeat_interval=15.0,
-        send_queue_limit=1 << 20,
+        max_connections_per_minute=defaults.MAX_CONNECTIONS_PER_MINUTE,
+        heartbeat_interval=defaults.HEARTBEAT_INTERVAL,
+        send_queue_limit=defaults.SEND_QUEUE_LIMIT,
         auth=None,
         history=None,
     ):
