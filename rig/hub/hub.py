@@ -8,23 +8,28 @@ the SSE ``id:`` from the history), ``deliver(frame)``,
 the index and builds each kind's frame once.
 """
 import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from rig import defaults
 from rig.auth.authority import Authority
-from rig.events import rig_event
+from rig.events import CloudEvent, rig_event
+from rig.hub.interface import IConnection
 from rig.hub.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
 from rig.hub.outbox import Outbox
-from rig.hub.token import TokenCodec
+from rig.hub.token import ConnectionRef, TokenCodec
 from rig.metrics.stats import HubStats
 from rig.recovery import History
 from rig.subscriptions.extractors import ExtractorConfig
 from rig.subscriptions.index import SubscriptionIndex
 from rig.subscriptions.inference import jwt_subscriptions
+from rig.subscriptions.model import Subscription
 
 
 @attrs.define(slots=True)
@@ -33,19 +38,19 @@ class ConnectionRecord:
 
     subscriptions: tuple = ()
     sessions: set | None = None  # the sessions of its JWTs
-    expiry_call: object = None  # closes it when its token expires
+    expiry_call: IDelayedCall | None = None  # closes it when its token expires
 
 
 class ConnectionRateLimit:
     """RIG's fixed one-minute window on new connections, per node."""
 
-    def __init__(self, clock, per_minute):
+    def __init__(self, clock: IReactorTime, per_minute: int) -> None:
         self._clock = clock
         self._per_minute = per_minute
-        self._window = None
+        self._window: int | None = None
         self._count = 0
 
-    def allow(self):
+    def allow(self) -> bool:
         """Count one connection; False when this minute's quota is used up."""
         window = int(self._clock.seconds() // 60)
         if window != self._window:
@@ -98,7 +103,8 @@ class Hub:
         self._heartbeat.clock = reactor
         self._heartbeat_interval = heartbeat_interval
 
-    def join_cluster(self, *, forward, calls, interest, remote_history):
+    def join_cluster(self, *, forward: Callable[[CloudEvent], object], calls: Any,
+                     interest: Any, remote_history: Any) -> None:
         """This node is a cluster member: route events, calls, confirmations and replays
         through the cluster's parts (the composition root calls this, once)."""
         self.forwarders.append(forward)
@@ -108,13 +114,13 @@ class Hub:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         self.auth.start()
         self._heartbeat.start(self._heartbeat_interval, now=False).addErrback(
             lambda failure: self.log.failure("heartbeat loop died", failure)
         )
 
-    def stop(self):
+    def stop(self) -> None:
         self.auth.stop()
         if self._heartbeat.running:
             self._heartbeat.stop()
@@ -122,13 +128,14 @@ class Hub:
 
     # -- registry --------------------------------------------------------
 
-    def new_local_id(self):
+    def new_local_id(self) -> int:
         return next(self._ids)
 
-    def token_for(self, local_id):
+    def token_for(self, local_id: int) -> str:
         return self.codec.encode(local_id)
 
-    def register(self, connection, subscriptions, resume=None):
+    def register(self, connection: IConnection, subscriptions: Sequence[Subscription],
+                 resume: str | None = None) -> Deferred | None:
         """Make *connection* live with *subscriptions* and send it the welcome events.
 
         ``rig.subscriptions_set`` is the client's confirmation: every matching
@@ -224,7 +231,7 @@ class Hub:
         self.history.mark(event.id)
         connection.send_rig_event(event)
 
-    def interest_types(self):
+    def interest_types(self) -> set[str]:
         """Event types this node wants from the cluster: those subscribed to, and
         those of recently closed connections whose clients may come back for them."""
         types = self.index.event_types()
@@ -234,7 +241,7 @@ class Hub:
         self.history.note_interest(types)
         return types
 
-    def unregister(self, connection):
+    def unregister(self, connection: IConnection) -> None:
         if self.connections.pop(connection.local_id, None) is None:
             return
         record = self._records.pop(connection.local_id, None) or ConnectionRecord()
@@ -252,18 +259,19 @@ class Hub:
             if call.active():
                 call.cancel()
 
-    def subscriptions_of(self, connection):
+    def subscriptions_of(self, connection: IConnection) -> tuple[Subscription, ...]:
         """The subscriptions a live connection has (none while its confirmation waits)."""
         record = self._records.get(connection.local_id)
         return record.subscriptions if record is not None else ()
 
-    def find(self, ref):
+    def find(self, ref: ConnectionRef) -> IConnection | None:
         """The live local connection *ref* names, or None."""
         if not self.codec.is_local(ref):
             return None
         return self.connections.get(ref.local_id)
 
-    def set_subscriptions(self, connection, subscriptions):
+    def set_subscriptions(self, connection: IConnection,
+                          subscriptions: Sequence[Subscription]) -> Deferred | None:
         """Replace the connection's subscriptions and tell it (``rig.subscriptions_set``):
         at once (None), or once the cluster routes new event types here (a Deferred
         of whether the connection was still there)."""
@@ -278,12 +286,12 @@ class Hub:
             now=self.reactor.seconds(),
         ))
 
-    def subscriptions_from_claims(self, claims):
+    def subscriptions_from_claims(self, claims: dict) -> list[Subscription]:
         return jwt_subscriptions(self.extractors, claims)
 
     # -- sessions and token lifetime ------------------------------------
 
-    def join_sessions(self, connection, claims_list):
+    def join_sessions(self, connection: IConnection, claims_list: Sequence[dict]) -> None:
         """Associate *connection* with the session of each token; adopt the latest expiry.
 
         A connection authenticated by a JWT ends when that JWT expires, unless a
@@ -325,7 +333,7 @@ class Hub:
                       local_id=connection.local_id)
         connection.close(TOKEN_EXPIRED)
 
-    def kill_session(self, session):
+    def kill_session(self, session: str) -> None:
         """Close every local connection of a blacklisted session at once."""
         members = self.sessions.pop(session, ())
         if members:
@@ -336,7 +344,7 @@ class Hub:
 
     # -- publishing ------------------------------------------------------
 
-    def publish(self, event):
+    def publish(self, event: CloudEvent) -> int:
         """Deliver *event* here and hand it to the forwarders; return local deliveries."""
         for forward in self.forwarders:
             try:
@@ -345,13 +353,13 @@ class Hub:
                 self.log.failure("forwarding event {event_id}", event_id=event.id)
         return self.publish_local(event)
 
-    def publish_local(self, event):
+    def publish_local(self, event: CloudEvent) -> int:
         """Deliver *event* to every matching local connection; return how many."""
         position = self.history.record(event)
         targets = self.index.match(event)
         if not targets:
             return 0
-        by_framer = {}
+        by_framer: dict = {}
         for connection in targets:
             framer = connection.framer
             group = by_framer.get(framer)
@@ -366,7 +374,8 @@ class Hub:
         self.stats.deliveries += count  # once per event, never per connection
         return count
 
-    def slow_client(self, connection, queued, limit, outcome, unit="bytes"):
+    def slow_client(self, connection: IConnection, queued: int, limit: int, outcome: str,
+                    unit: str = "bytes") -> None:
         """Count a client that cannot keep up and log why, once per connection.
 
         The transport decides what happens to it; *outcome* says what, for the log.
@@ -386,7 +395,7 @@ class Hub:
             except Exception:
                 self.log.failure("heartbeat of {connection!r}", connection=connection)
 
-    def close_all(self):
+    def close_all(self) -> Deferred:
         """Close every connection (shutdown): WebSockets go away, streams end.
 
         From now on new connections are refused, so clients reconnect to

@@ -7,7 +7,17 @@ constraints are checked only for events that hit that bucket. Matching an
 event therefore costs the wildcard rows plus the rows filed under the event's
 own field values, however many connections subscribe to other types or values.
 """
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
 from rig.subscriptions.pointer import MISSING, resolve
+
+if TYPE_CHECKING:  # for the annotations only: no import cycle at run time
+    from rig.events import CloudEvent
+    from rig.subscriptions.extractors import ExtractorConfig
+    from rig.subscriptions.model import Subscription
 
 
 def index_key(value):
@@ -48,29 +58,30 @@ class _TypeRows:
 class SubscriptionIndex:
     """Maps (event type, field values) to connections."""
 
-    def __init__(self, extractors):
+    def __init__(self, extractors: ExtractorConfig) -> None:
         self._extractors = extractors
-        self._types = {}
-        self._handles = {}  # connection -> list of removal handles
+        self._types: dict[str, _TypeRows] = {}
+        self._handles: dict[Hashable, list] = {}  # connection -> removal handles
 
-    def __len__(self):
+    def __len__(self) -> int:
         """The number of rows (what RIG's ``rig_subscriptions_total`` counts)."""
         return sum(len(handles) for handles in self._handles.values())
 
-    def event_types(self):
+    def event_types(self) -> set[str]:
         return set(self._types)
 
-    def set(self, connection, subscriptions):
+    def set(self, connection: Hashable, subscriptions: Iterable[Subscription]) -> None:
         """Replace *connection*'s rows with those of *subscriptions*."""
         self.remove(connection)
         handles = []
         for subscription in subscriptions:
-            for clause in subscription.one_of or ({},):
+            clauses: tuple = subscription.one_of or ({},)
+            for clause in clauses:
                 handles.append(self._add(connection, subscription.event_type, clause))
         if handles:
             self._handles[connection] = handles
 
-    def remove(self, connection):
+    def remove(self, connection: Hashable) -> None:
         for event_type, rows, field, key, row in self._handles.pop(connection, ()):
             if row is None:
                 count = rows.wildcard[connection] - 1
@@ -89,7 +100,7 @@ class SubscriptionIndex:
             if rows.is_empty():
                 del self._types[event_type]
 
-    def match(self, event):
+    def match(self, event: CloudEvent) -> Sequence[Hashable]:
         """The connections with at least one row matching *event*, each once."""
         rows = self._types.get(event.type)
         if rows is None:
@@ -100,7 +111,7 @@ class SubscriptionIndex:
         matched = list(wildcard)
         seen = None
         document = event.filterable
-        keys = {}
+        keys: dict = {}
         for name, by_key in rows.buckets.items():
             key = self._key_of(rows, name, document, keys)
             if key is MISSING:
