@@ -20,8 +20,8 @@ from twisted.logger import Logger
 from rig import defaults
 from rig.auth.authority import Authority
 from rig.events import CloudEvent, rig_event
-from rig.hub.interface import IConnection
 from rig.hub.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
+from rig.hub.interface import IConnection
 from rig.hub.outbox import Outbox
 from rig.hub.token import ConnectionRef, TokenCodec
 from rig.metrics.stats import HubStats
