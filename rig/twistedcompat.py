@@ -31,9 +31,15 @@ def queued_bytes(transport):
         return 0
 
 
-def idle_socket(transport):
-    """The socket of a plain TCP server transport with nothing queued, on which data may
-    be sent at once ahead of the reactor; None otherwise (then use ``transport.write``)."""
+def write_now(transport, data, limit=None):
+    """Write *data*, straight to the socket when a plain TCP transport has nothing queued
+    before it (a lone ``transport.write`` would wait a reactor turn, see rig/hub/outbox.py).
+
+    With a *limit*, the client is too slow when more than *limit* bytes are still queued
+    from earlier writes: then nothing is written and this returns False (True otherwise).
+    So the limit bounds what waits behind a write in progress, and one frame larger
+    than the limit still reaches a client that reads. Inlined: it runs once per frame.
+    """
     if (
         type(transport) is tcp.Server
         and not transport._tempDataLen
@@ -41,5 +47,14 @@ def idle_socket(transport):
         and transport.connected
         and not transport.disconnecting
     ):
-        return transport.socket
-    return None
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # EAGAIN, or an error the transport will discover and report
+            sent = 0
+        if sent == len(data):
+            return True
+        data = data[sent:]
+    elif limit is not None and queued_bytes(transport) > limit:
+        return False
+    transport.write(data)
+    return True

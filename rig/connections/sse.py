@@ -21,6 +21,7 @@ class SSEConnection:
     __slots__ = (
         "__weakref__",
         "_heartbeat",
+        "_send_limit",
         "framer",
         "hub",
         "local_id",
@@ -36,6 +37,7 @@ class SSEConnection:
         no_delay(self.transport)
         self.local_id = local_id
         self.token = hub.token_for(local_id)
+        self._send_limit = hub.send_queue_limit
         if request.chunked:
             self.framer, self._heartbeat = sse_chunked_frame, chunk(HEARTBEAT)
         else:
@@ -60,7 +62,7 @@ class SSEConnection:
 
     def write_frame(self, data):
         transport = self.transport
-        if transport is None or write_now(transport, data, self.hub.send_queue_limit):
+        if transport is None or write_now(transport, data, self._send_limit):
             return
         self.hub.slow_client(self, buffered_bytes(transport), self.hub.send_queue_limit,
                              "stream ended")

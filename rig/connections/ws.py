@@ -44,6 +44,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     local_id = None
     token = None
     coalesce = True
+    _send_limit = None  # SEND_QUEUE_LIMIT, read once when the connection goes live
     _awaiting_pong = False
     _query = None
 
@@ -82,6 +83,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             return  # the client left while we were checking
         self.local_id = hub.new_local_id()
         self.token = hub.token_for(self.local_id)
+        self._send_limit = hub.send_queue_limit
         no_delay(self.transport)
         admission.join(hub, self)
 
@@ -129,7 +131,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         transport = self.transport
         if transport is None or self.state != self.STATE_OPEN:
             return
-        if not write_now(transport, data, self.factory.hub.send_queue_limit):
+        if not write_now(transport, data, self._send_limit):
             self._too_slow()
 
     def _too_slow(self):

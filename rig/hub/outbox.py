@@ -10,8 +10,10 @@ ordinary way through ``transport.write``, which keeps order and backpressure).
 """
 from twisted.logger import Logger
 
-from rig.twistedcompat import idle_socket
 from rig.twistedcompat import queued_bytes as buffered_bytes
+from rig.twistedcompat import write_now
+
+__all__ = ["Outbox", "buffered_bytes", "no_delay", "write_now"]
 
 
 def no_delay(transport):
@@ -23,30 +25,6 @@ def no_delay(transport):
             set_no_delay(True)
         except OSError:
             pass
-
-
-def write_now(transport, data, limit=None):
-    """Write *data*, straight to the socket when nothing is queued before it.
-
-    With a *limit*, the client is too slow when more than *limit* bytes are
-    still queued from earlier writes: then nothing is written and this returns
-    False (True otherwise). So the limit bounds what waits behind a write in
-    progress, and one frame larger than the limit still reaches a client that
-    reads.
-    """
-    sock = idle_socket(transport)
-    if sock is not None:
-        try:
-            sent = sock.send(data)
-        except OSError:  # EAGAIN, or an error the transport will discover and report
-            sent = 0
-        if sent == len(data):
-            return True
-        data = data[sent:]
-    elif limit is not None and buffered_bytes(transport) > limit:
-        return False
-    transport.write(data)
-    return True
 
 
 class Outbox:

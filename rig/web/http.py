@@ -23,12 +23,12 @@ class BoundedRequest(server.Request):
     client_gone = False  # the client closed its connection before the response finished
     _body_bytes = 0
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.notifyFinish().addErrback(self._client_left)
-
-    def _client_left(self, _failure):
-        self.client_gone = True
+    def connectionLost(self, reason):
+        """The connection went before the response finished (what ``notifyFinish()``
+        errbacks on, without a Deferred per request)."""
+        if not self.finished:
+            self.client_gone = True
+        super().connectionLost(reason)
 
     def setHeader(self, name, value):
         """Responses do not name the server software and its version (Twisted sets it)."""
