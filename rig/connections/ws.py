@@ -18,6 +18,7 @@ from rig.hub.closing import SHUTDOWN
 from rig.hub.interface import IConnection
 from rig.hub.outbox import buffered_bytes, no_delay, write_now
 
+_OPEN = WebSocketServerProtocol.STATE_OPEN  # a global: read once per frame, on the hot path
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
 TOO_SLOW = "Too slow."
 _HANDSHAKE_LEFTOVERS = (
@@ -129,7 +130,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
 
     def write_frame(self, data):
         transport = self.transport
-        if transport is None or self.state != self.STATE_OPEN:
+        if transport is None or self.state != _OPEN:
             return
         if not write_now(transport, data, self._send_limit):
             self._too_slow()
