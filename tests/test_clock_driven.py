@@ -1,13 +1,12 @@
 """Timers driven by a Clock: heartbeats, pings, long-poll waits and expiry, rate windows."""
 import json
-from inspect import iscoroutine
+from functools import partial
 
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel
 
 from rig.connections.frames import HEARTBEAT, chunk
@@ -18,6 +17,7 @@ from rig.events import parse_structured
 from rig.hub import ConnectionRateLimit, Hub
 from rig.settings import Settings
 from rig.testing import FakeConnection
+from rig.web.http import BoundedRequest, Router
 
 GREETING = b'{"specversion":"1.0","type":"greeting","source":"s","id":"%s"}'
 
@@ -31,7 +31,7 @@ def make_hub(**kwargs):
 
 def make_request(cookies=None, query=None):
     channel = DummyChannel()
-    request = Request(channel)
+    request = BoundedRequest(channel)
     request.test_channel = channel
     request.method = b"GET"
     request.clientproto = b"HTTP/1.1"
@@ -41,29 +41,13 @@ def make_request(cookies=None, query=None):
     return request
 
 
-def settled(result, request=None):
-    """What the router would do with a handler's result: a value at once, or
-    NOT_DONE_YET and the body written to *request* when it comes."""
-    if iscoroutine(result):
-        result = ensureDeferred(result)
-    if not isinstance(result, Deferred):
-        return result
-    outcome = []
-    result.addBoth(outcome.append)
-    if outcome:
-        (value,) = outcome
-        if isinstance(value, Failure):
-            value.raiseException()
-        return value
-
-    def finish(body):
-        if body is not NOT_DONE_YET:
-            request.write(body)
-            request.finish()
-
-    # not fired yet: like the router, write the body when it comes
-    result.addCallback(lambda _: outcome[0]).addCallback(finish)
-    return NOT_DONE_YET
+def served(handler, request):
+    """Serve *request* with *handler* through the real Router, as the site does: the body
+    when the answer is there at once, else NOT_DONE_YET (the router writes it later)."""
+    result = Router([(r".*", {b"*": handler})], fallback=None).render(request)
+    if result is NOT_DONE_YET and request.finished:  # answered within this call
+        return body_of(request)
+    return result
 
 
 def written(request):
@@ -128,7 +112,7 @@ def test_rate_limit_window_resets_each_minute():
 def test_sse_heartbeat_frames_on_the_stream():
     clock, hub = make_hub(heartbeat_interval=15.0)
     request = make_request()
-    assert settled(serve_sse(hub, b"*", request)) is NOT_DONE_YET
+    assert served(partial(serve_sse, hub, b"*"), request) is NOT_DONE_YET
     clock.advance(0)
     head = written(request)
     assert b"200 OK" in head and b"event: rig.connection.create" in head
@@ -167,7 +151,7 @@ def longpoll_settings(**overrides):
 
 def new_session(hub, query=None):
     request = make_request(query=query)
-    body = settled(serve_longpoll(hub, longpoll_settings(), b"*", request))
+    body = served(partial(serve_longpoll, hub, longpoll_settings(), b"*"), request)
     assert body == b'"ok"'
     (session,) = hub.connections.values()
     return session
@@ -178,12 +162,17 @@ def poll(hub, session, cursor="first_event"):
         b"connection_token": session.token.encode(),
         b"last_event_id": json.dumps(cursor).encode(),
     })
-    return request, settled(serve_longpoll(hub, longpoll_settings(), b"*", request), request)
+    return request, served(partial(serve_longpoll, hub, longpoll_settings(), b"*"), request)
+
+
+def body_of(request):
+    """The (chunked) body of the response written to *request*."""
+    return (written(request).split(b"\r\n\r\n", 1)[1].split(b"\r\n", 1)[1]
+            .rsplit(b"\r\n0\r\n", 1)[0])
 
 
 def response_json(request):
-    return json.loads(written(request).split(b"\r\n\r\n", 1)[1].split(b"\r\n", 1)[1]
-                      .rsplit(b"\r\n0\r\n", 1)[0])
+    return json.loads(body_of(request))
 
 
 def test_longpoll_poll_waits_then_answers_empty():

@@ -115,13 +115,14 @@ async def test_a_leaving_node_is_seen_as_left_and_its_interest_dropped(make_gate
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_node_with_the_wrong_cookie_never_joins(make_gateway):
+async def test_a_node_with_the_wrong_cookie_never_joins(make_gateway, log_events):
     first = start_node(make_gateway)
     await eventually(lambda: first.service.cluster.membership is not None)
     intruder = make_gateway(cluster_listen="tcp:0:interface=127.0.0.1", node_cookie="wrong",
                             cluster_seeds=(first.service.cluster.links.address,),
                             swim_config=FAST)
-    await deferLater(reactor, 1.0)
+    await eventually(lambda: any("wrong cookie" in event.get("log_format", "")
+                                 for event in log_events), message="the link refused")
     assert [m.state for m in first.service.cluster.members()] == ["alive"]
     assert len(intruder.service.cluster.members()) == 1
 
@@ -193,7 +194,8 @@ async def test_long_polls_may_land_on_any_node(make_gateway):
     c_name = c.service.cluster.node_name
     await eventually(lambda: c_name in a.service.interest.owners_with("greeting"))
     parked = b.request("GET", lp, cookies=cookies)
-    await deferLater(reactor, 0.2)
+    (session,) = c.hub.connections.values()
+    await eventually(lambda: session._parked is not None, message="the poll parked on c")
     await a.publish(greeting("x", "lp-cluster"))
     answer = await parked
     assert [event["id"] for event in (await within(answer.json()))["events"]] == ["lp-cluster"]
