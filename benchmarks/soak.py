@@ -29,7 +29,7 @@ import sys
 import time
 import urllib.parse
 
-from fanout import proc_rss_kb  # the script's own directory is on sys.path
+from loadgen import proc_rss_kb  # the script's own directory is on sys.path
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 

@@ -1,4 +1,4 @@
-"""Quick checks of fanout.py's hand-written stream parsers.
+"""Quick checks of the load generator's hand-written stream parsers (loadgen.py).
 
 Not part of the main suite (``tests/``); run with
 ``python -m pytest -q benchmarks/test_fanout_parsers.py``.  Every test feeds
@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import fanout
+import loadgen as fanout  # the client side lives in loadgen.py
 
 
 class FakeSock:
