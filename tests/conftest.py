@@ -70,3 +70,12 @@ async def processes():
     started = Processes()
     yield started
     await started.close()
+
+
+@pytest.fixture
+def dead_port():
+    """A loopback port where nothing listens, held for the test (a seed that never answers)."""
+    from tests.support import refusing_port
+
+    with refusing_port() as port:
+        yield port

@@ -1,6 +1,8 @@
 """Real clients for end-to-end tests: raw HTTP/SSE, autobahn WebSocket, treq."""
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -425,62 +427,97 @@ class RedisServer:
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
+@contextlib.contextmanager
+def refusing_port():
+    """A loopback port that refuses connections for as long as the block runs: bound, so
+    nothing else can take it, and not listening."""
+    sock = socket.socket()
+    try:
         sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
+        yield sock.getsockname()[1]
+    finally:
         sock.close()
-    return ports
+
+
+class NotifySocket(protocol.DatagramProtocol):
+    """The test's stand-in for systemd: collects ``NAME=value`` datagrams."""
+
+    def __init__(self):
+        self.messages = defer.DeferredQueue()
+
+    def datagramReceived(self, datagram, address):
+        lines = datagram.decode("utf-8").splitlines()
+        self.messages.put(dict(line.split("=", 1) for line in lines if line))
+
+    def next(self, seconds):
+        return within(self.messages.get(), seconds)
+
+    async def ready(self, seconds=30):
+        """The next READY=1 message (STOPPING and others before it are skipped)."""
+        while True:
+            message = await self.next(seconds)
+            if message.get("READY") == "1":
+                return message
+
+
+def listening_ports(status):
+    """``{"inbound": port, "internal": port}`` from the STATUS of a READY=1 message."""
+    return {name: int(port) for name, port in re.findall(r"(\w+) on [^ ,]*:(\d+)", status)}
 
 
 class Node:
-    """A ``twistd rig`` process on loopback ports (inbound, internal, cluster)."""
+    """A ``twistd rig`` process on loopback ports it picks itself (port 0, so no two
+    tests can race for one): it says where when it tells systemd (played by the
+    test) that it is ready, which is once it has its cluster peers' state."""
 
-    def __init__(self, name, ports, seeds, workdir, cookie, **env):
+    def __init__(self, name, workdir, cookie, seeds=(), **env):
         self.name = name
-        self.inbound, self.api, self.cluster = ports
-        self.seeds = seeds
+        self.seeds = list(seeds)
         self.workdir = workdir
         self.cookie = cookie
         self.env = env
         self.process = None
+        self.inbound = self.api = self.cluster_address = None
+        self._notify = NotifySocket()
+        self._notify_path = os.path.join(workdir, f"{name}.notify")
+        self._notify_port = None
 
-    @property
-    def cluster_address(self):
-        return f"127.0.0.1:{self.cluster}"
-
-    def start(self):
-        env = dict(os.environ,
-                   INBOUND_PORT=f"tcp:{self.inbound}:interface=127.0.0.1",
-                   API_HTTP_PORT=f"tcp:{self.api}:interface=127.0.0.1",
-                   CLUSTER_PORT=f"tcp:{self.cluster}:interface=127.0.0.1",
-                   CLUSTER_SEEDS=",".join(self.seeds), NODE_HOST="127.0.0.1",
-                   NODE_COOKIE=self.cookie, JWT_SECRET_KEY="mysecret",
-                   MAX_CONNECTIONS_PER_MINUTE="100000", LOG_LEVEL="warn", **self.env)
+    async def start(self, pool=None):
+        """Start (or restart) the process; returns once it is ready, its ports known."""
+        if self._notify_port is None:
+            self._notify_port = reactor.listenUNIXDatagram(self._notify_path, self._notify)
+        ephemeral = "tcp:0:interface=127.0.0.1"
+        env = dict(os.environ, INBOUND_PORT=ephemeral, API_HTTP_PORT=ephemeral,
+                   CLUSTER_PORT=ephemeral, CLUSTER_SEEDS=",".join(self.seeds),
+                   NODE_HOST="127.0.0.1", NODE_COOKIE=self.cookie, JWT_SECRET_KEY="mysecret",
+                   MAX_CONNECTIONS_PER_MINUTE="100000", LOG_LEVEL="warn",
+                   NOTIFY_SOCKET=self._notify_path, **self.env)
+        env.pop("WATCHDOG_USEC", None)
         log = open(os.path.join(self.workdir, f"{self.name}.log"), "ab")
         self.process = subprocess.Popen(
             [TWISTD, "--nodaemon", "--pidfile=", "rig"], cwd=self.workdir, env=env,
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        ports = listening_ports((await self._notify.ready())["STATUS"])
+        self.inbound, self.api = ports["inbound"], ports["internal"]
+        view = await get_json(pool or HTTPConnectionPool(reactor, persistent=False),
+                              self.url("/v3/cluster", internal=True))
+        self.cluster_address = view["node"]
+        return self
 
     def kill(self):
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
 
+    async def close(self):
+        self.kill()
+        port, self._notify_port = self._notify_port, None
+        if port is not None:
+            await defer.maybeDeferred(port.stopListening)
+
     def url(self, path, internal=False):
         return f"http://127.0.0.1:{self.api if internal else self.inbound}{path}"
-
-    async def ready(self, pool, seconds=30):
-        """Wait until ``/v3/health`` says the node is ready (it knows its peers' interest)."""
-        async def healthy():
-            response = await within(treq.get(self.url("/v3/health", internal=True), pool=pool))
-            await within(response.text())
-            return response.code == 200
-
-        await wait_for(healthy, seconds, f"{self.name} ready")
 
 
 class Processes:
@@ -505,7 +542,7 @@ class Processes:
         for client in self.clients:
             client.disconnect()
         for node in self.nodes:
-            node.kill()
+            await node.close()
         await self.pool.closeCachedConnections()
 
 

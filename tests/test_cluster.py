@@ -408,11 +408,9 @@ async def test_a_joining_node_is_ready_only_once_it_knows_every_peers_interest(m
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_node_whose_seeds_do_not_answer_is_ready_after_the_join_timeout(make_gateway):
-    from tests.support import free_ports
-
-    (dead,) = free_ports(1)
-    alone = start_node(make_gateway, seeds=[f"127.0.0.1:{dead}"],
+async def test_a_node_whose_seeds_do_not_answer_is_ready_after_the_join_timeout(make_gateway,
+                                                                              dead_port):
+    alone = start_node(make_gateway, seeds=[f"127.0.0.1:{dead_port}"],
                        cluster_options={"join_timeout": 0.5})
     response = await alone.request("GET", "/v3/health", internal=True)
     assert (response.code, await within(response.json())) == (

@@ -4,11 +4,11 @@ import time
 
 import pytest_twisted
 import treq
+from twisted.internet import defer
 
 from tests.support import (
     RawHTTPClient,
     WSClient,
-    free_ports,
     get_json,
     greeting,
     make_jwt,
@@ -23,14 +23,12 @@ COOKIE = "process-cluster-cookie"
 @pytest_twisted.ensureDeferred
 async def test_three_processes(processes, tmp_path, stub_server):  # noqa: PLR0915 (one scenario: processes are slow to start)
     pool = processes.pool
-    ports = free_ports(9)
-    a = processes.node("a", ports[0:3], [], str(tmp_path), COOKIE)
-    b = processes.node("b", ports[3:6], [f"127.0.0.1:{ports[2]}"], str(tmp_path), COOKIE)
-    c = processes.node("c", ports[6:9], [f"127.0.0.1:{ports[2]}"], str(tmp_path), COOKIE)
+    a = await processes.node("a", str(tmp_path), COOKIE).start(pool)
+    b = processes.node("b", str(tmp_path), COOKIE, seeds=[a.cluster_address])
+    c = processes.node("c", str(tmp_path), COOKIE, seeds=[a.cluster_address])
+    await defer.gatherResults([defer.ensureDeferred(node.start(pool)) for node in (b, c)])
     nodes = [a, b, c]
     clients = processes.clients
-    for node in nodes:
-        node.start()
 
     async def all_alive(node, count=3):
         view = await get_json(pool, node.url("/v3/cluster", internal=True))
@@ -134,7 +132,7 @@ async def test_three_processes(processes, tmp_path, stub_server):  # noqa: PLR09
     assert (await ws_c.next_event())["id"] == "after-kill"
 
     # b restarts, rejoins and receives the current blacklist and API definitions
-    b.start()
+    await b.start(pool)  # on new ports: a restart is a new life of the node
     await wait_for(lambda: all_alive(a), 30, "b alive again on a")
 
     async def b_converged():

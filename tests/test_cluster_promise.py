@@ -13,7 +13,7 @@ import treq
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
-from tests.support import RawHTTPClient, WSClient, free_ports, subs_query, within
+from tests.support import RawHTTPClient, WSClient, subs_query, within
 
 COOKIE = "promise-cookie"
 ROUNDS = 12
@@ -22,15 +22,9 @@ LONGPOLL = "/_rig/v1/connection/longpolling"
 
 async def start_pair(processes, tmp_path, **env):
     """Node A and node B (B joins through A), both ready."""
-    ports = free_ports(6)
-    a = processes.node("a", ports[0:3], [], str(tmp_path), COOKIE, **env)
-    b = processes.node("b", ports[3:6], [f"127.0.0.1:{ports[2]}"], str(tmp_path), COOKIE,
-                       **env)
-    for node in (a, b):
-        node.start()
-    for node in (a, b):
-        await node.ready(processes.pool)
-    return a, b
+    a = await processes.node("a", str(tmp_path), COOKIE, **env).start(processes.pool)
+    b = processes.node("b", str(tmp_path), COOKIE, seeds=[a.cluster_address], **env)
+    return a, await b.start(processes.pool)
 
 
 def fresh(event_type, event_id):

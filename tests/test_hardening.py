@@ -151,11 +151,11 @@ async def test_use_env_reads_only_allowed_variables_and_never_logs_their_value(
         assert (await post_api(gateway, api_to("BACKEND_HOST", port, True, "ok")))[0] == 201
         response = await gateway.request("GET", "/ok")
         assert (response.code, await within(response.text())) == (200, "via the variable")
-        from tests.support import free_ports
+        from tests.support import refusing_port
 
-        (dead,) = free_ports(1)
-        assert (await post_api(gateway, api_to("DEAD_HOST", dead, True, "dead")))[0] == 201
-        response = await gateway.request("GET", "/dead")
+        with refusing_port() as dead:
+            assert (await post_api(gateway, api_to("DEAD_HOST", dead, True, "dead")))[0] == 201
+            response = await gateway.request("GET", "/dead")
         assert response.code == 502
         await within(response.text())
         lines = [e for e in log_events if "Proxy to" in e.get("log_format", "")]
@@ -349,12 +349,13 @@ async def test_at_the_open_file_limit_the_accept_error_is_logged_rarely(tmp_path
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    from tests.support import TWISTD, free_ports
+    from tests.support import TWISTD, NotifySocket, listening_ports
 
-    inbound, api = free_ports(2)
-    env = {"INBOUND_PORT": f"tcp:{inbound}:interface=127.0.0.1",
-           "API_HTTP_PORT": f"tcp:{api}:interface=127.0.0.1", "PATH": "/usr/bin:/bin",
-           "LOG_FMT": "json"}
+    notify = NotifySocket()
+    notify_port = reactor.listenUNIXDatagram(str(tmp_path / "notify"), notify)
+    ephemeral = "tcp:0:interface=127.0.0.1"
+    env = {"INBOUND_PORT": ephemeral, "API_HTTP_PORT": ephemeral, "PATH": "/usr/bin:/bin",
+           "LOG_FMT": "json", "NOTIFY_SOCKET": str(tmp_path / "notify")}
 
     log = open(tmp_path / "rig.log", "wb")
     process = subprocess.Popen(  # 64 open files at most: the flood below runs out
@@ -365,12 +366,8 @@ async def test_at_the_open_file_limit_the_accept_error_is_logged_rarely(tmp_path
 
     held = []
     try:
-        for _ in range(100):
-            try:
-                held.append(socket.create_connection(("127.0.0.1", inbound), timeout=1))
-                break
-            except OSError:
-                await deferLater(reactor, 0.1)
+        inbound = listening_ports((await notify.ready(30))["STATUS"])["inbound"]
+        held.append(socket.create_connection(("127.0.0.1", inbound), timeout=1))
         for _ in range(300):  # far beyond the limit: the backlog fills, accept fails
             try:
                 sock = socket.socket()
@@ -385,6 +382,7 @@ async def test_at_the_open_file_limit_the_accept_error_is_logged_rarely(tmp_path
             sock.close()
         process.terminate()
         process.wait(timeout=10)
+        await notify_port.stopListening()
     lines = [json.loads(line) for line in (tmp_path / "rig.log").read_text().splitlines()
              if line.startswith("{")]
     recovery = [line for line in lines if line["message"].startswith("EMFILE recovery")]

@@ -260,13 +260,10 @@ async def test_entries_abandoned_by_a_dead_consumer_are_claimed(make_gateway, re
 
 @pytest_twisted.ensureDeferred
 async def test_a_clustered_node_consumes_only_once_it_knows_its_peers(make_gateway,
-                                                                       redis_server):
-    from tests.support import free_ports
-
-    (dead,) = free_ports(1)
+                                                                       redis_server, dead_port):
     gateway, source = await redis_gateway(
         make_gateway, redis_server, node_cookie="redis-cluster",
-        cluster_listen="tcp:0:interface=127.0.0.1", cluster_seeds=(f"127.0.0.1:{dead}",),
+        cluster_listen="tcp:0:interface=127.0.0.1", cluster_seeds=(f"127.0.0.1:{dead_port}",),
         cluster_options={"join_timeout": 1.0})
     redis = await redis_server.client()
     try:

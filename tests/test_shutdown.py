@@ -20,7 +20,7 @@ from twisted.web.client import HTTPConnectionPool, ResponseNeverReceived
 
 from rig.settings import env_names
 from rig.testing import eventually as poll
-from tests.support import RawHTTPClient, WSClient, within
+from tests.support import NotifySocket, RawHTTPClient, WSClient, within
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -215,20 +215,6 @@ async def test_no_new_frontend_connections_while_closing(make_gateway):
 
 
 # -- a real twistd process ------------------------------------------------------
-
-
-class NotifySocket(protocol.DatagramProtocol):
-    """The test's stand-in for systemd: collects ``NAME=value`` datagrams."""
-
-    def __init__(self):
-        self.messages = defer.DeferredQueue()
-
-    def datagramReceived(self, datagram, address):
-        lines = datagram.decode("utf-8").splitlines()
-        self.messages.put(dict(line.split("=", 1) for line in lines if line))
-
-    def next(self, seconds):
-        return within(self.messages.get(), seconds)
 
 
 class RigProcess(protocol.ProcessProtocol):

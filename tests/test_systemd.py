@@ -156,18 +156,17 @@ async def test_gateway_is_ready_once_listening_and_says_stopping_after(notify_so
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_cluster_node_is_ready_only_once_it_has_its_peers_state(notify_socket):
+async def test_a_cluster_node_is_ready_only_once_it_has_its_peers_state(notify_socket,
+                                                                          dead_port):
     from twisted.internet import reactor
 
     from rig.service import RigService
-    from tests.support import free_ports
 
     path, sock = notify_socket
-    (dead,) = free_ports(1)
     settings = Settings(inbound_listen="tcp:0:interface=127.0.0.1",
                         api_listen="tcp:0:interface=127.0.0.1",
                         cluster_listen="tcp:0:interface=127.0.0.1", node_cookie="c",
-                        cluster_seeds=(f"127.0.0.1:{dead}",))
+                        cluster_seeds=(f"127.0.0.1:{dead_port}",))
     service = RigService.build(settings, reactor, environ={"NOTIFY_SOCKET": path},
                                cluster_options={"join_timeout": 0.3})
     service.startService()

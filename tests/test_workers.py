@@ -11,16 +11,17 @@ from twisted.internet import defer, reactor
 from rig.hub.token import TokenCodec
 from tests.support import (
     TWISTD,
+    NotifySocket,
     RawHTTPClient,
     WSClient,
-    free_ports,
     get_json,
     greeting,
+    listening_ports,
     subs_query,
     wait_for,
     within,
 )
-from tests.test_shutdown import NotifySocket, RigProcess, child_environment
+from tests.test_shutdown import RigProcess, child_environment
 
 COOKIE = "workers-cookie"
 GREETINGS = "?subscriptions=" + subs_query([{"eventType": "greeting"}])
@@ -83,19 +84,26 @@ class Supervised:
     played by the test; every process it started is killed afterwards."""
 
     def __init__(self, tmp_path):
-        self.inbound, self.api = free_ports(2)
+        self.inbound = self.api = None  # known once ready(): the ports are picked at start
         self.notify = NotifySocket()
         self._notify_port = reactor.listenUNIXDatagram(str(tmp_path / "notify"), self.notify)
         self.rig = RigProcess()
         env = child_environment(
-            WORKERS="2", INBOUND_PORT=f"tcp:{self.inbound}:interface=127.0.0.1",
-            API_HTTP_PORT=f"tcp:{self.api}:interface=127.0.0.1", NODE_COOKIE=COOKIE,
+            WORKERS="2", INBOUND_PORT="tcp:0:interface=127.0.0.1",
+            API_HTTP_PORT="tcp:0:interface=127.0.0.1", NODE_COOKIE=COOKIE,
             NOTIFY_SOCKET=str(tmp_path / "notify"), LOG_FMT="json", LOG_LEVEL="info",
             MAX_CONNECTIONS_PER_MINUTE="100000", SHUTDOWN_DRAIN_TIMEOUT="5")
         self.process = reactor.spawnProcess(
             self.rig, TWISTD, [TWISTD, "--nodaemon", "--pidfile=", "rig"], env=env,
             path=str(tmp_path))
         self.seen = set()  # every worker pid, to be sure none outlives the test
+
+    async def ready(self):
+        """The supervisor's READY=1 (every worker is ready); the shared ports from it."""
+        ready = await self.notify.ready(30)
+        ports = listening_ports(ready["STATUS"])
+        self.inbound, self.api = ports["inbound"], ports["internal"]
+        return ready
 
     def workers(self):
         now = children(self.process.pid)
@@ -121,11 +129,11 @@ async def supervised(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_two_workers_share_the_ports_and_behave_as_one_gateway(processes, supervised):  # noqa: PLR0915 (one timeline: processes are slow to start)
+    ready = await supervised.ready()  # once both workers are ready
     inbound, api, notify, rig = (supervised.inbound, supervised.api, supervised.notify,
                                  supervised.rig)
     supervisor = supervised.process
     pool = processes.pool
-    ready = await notify.next(30)  # once both workers are ready
     assert (ready["READY"], ready["MAINPID"]) == ("1", str(supervisor.pid))
     assert ready["STATUS"].startswith("Ready: 2 workers")
     workers = supervised.workers()
@@ -222,7 +230,7 @@ async def test_two_workers_share_the_ports_and_behave_as_one_gateway(processes, 
 
 @pytest_twisted.ensureDeferred
 async def test_an_sse_client_recovers_whichever_worker_it_comes_back_to(processes, supervised):
-    assert (await supervised.notify.next(30))["READY"] == "1"
+    await supervised.ready()
     port, pool = supervised.inbound, processes.pool
     stream = "/_rig/v1/connection/sse" + GREETINGS
     client = await RawHTTPClient.open(port, "GET", stream)
