@@ -15,6 +15,7 @@ import treq
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
 
 from rig.service import RigService
@@ -373,25 +374,40 @@ class StubServer:
 
 
 class RedisServer:
-    """Runs ``redis-server`` on a free port; can be killed and restarted on the same port."""
+    """Runs ``redis-server`` on a free port; can be killed and restarted on the same port.
+
+    redis-server cannot pick a port itself, so a port is chosen first; should another
+    process take it in between, the first start chooses again.
+    """
 
     def __init__(self, workdir):
-        import socket
-
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
+        self.port = self._free_port()
         self.workdir = workdir
         self.process = None
+        self._started = False
+
+    @staticmethod
+    def _free_port():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
 
     @property
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self):
+        for _attempt in range(5):
+            if await self._run():
+                self._started = True
+                return
+            if self._started:
+                break  # a restart keeps its port: the tests point at it
+            self.port = self._free_port()
+        raise AssertionError("redis-server did not start")
+
+    async def _run(self):
         import shutil
-        import subprocess
 
         executable = shutil.which("redis-server")
         assert executable, "redis-server is not installed (.ci/run installs it)"
@@ -400,16 +416,17 @@ class RedisServer:
              "--appendonly", "no", "--dir", self.workdir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
+            if self.process.poll() is not None:
+                return False  # it could not listen there
             try:
                 client = await self.client()
             except Exception:
-                from twisted.internet.task import deferLater
-
-                await deferLater(reactor, 0.05, lambda: None)
+                await deferLater(reactor, 0.05)
                 continue
             await client.disconnect()
-            return
-        raise AssertionError("redis-server did not start")
+            return True
+        self.stop()
+        return False
 
     async def client(self):
         import txredisapi
