@@ -1,36 +1,79 @@
 #!/usr/bin/env bash
 # Requests/s and latency through the proxy versus calling the backend directly.
 #
-#   benchmarks/proxy.sh            # needs wrk (Debian package "wrk")
+#   benchmarks/proxy.sh                  # needs wrk and nginx (Debian packages)
+#   CONNECTIONS="10 50" ROUNDS=5 benchmarks/proxy.sh
+#   PYTHONPATH=/tmp/old LABEL=before benchmarks/proxy.sh   # another checkout's gateway
 #
-# The backend (benchmarks/backend.py) and the gateway run on CPU 0, wrk on
-# CPU 1, so both the direct and the proxied case cross between the two CPUs
-# once per round trip (on this VM a cross-CPU wake-up costs ~0.4 ms, which
-# would otherwise dominate the comparison). Each case runs three times and
-# the median run is reported.
+# The gateway runs alone on CPU 0 (GATEWAY_CPU); wrk and the backend share
+# CPU 1 (GENERATOR_CPU). The backend is nginx answering ``return 200`` from one
+# worker process (about 50,000 req/s on one core here, an order of magnitude
+# more than the proxy, so it is never the limit); BACKEND=twisted uses
+# benchmarks/backend.py instead (about 4,000 req/s: it would be the limit).
+# Each case runs ROUNDS times (default 3) for DURATION (default 8s) and the
+# median run by requests/s is reported.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${VENV:+$VENV/bin}
 BIN=${BIN:-$(dirname "$(command -v python)")}
 command -v wrk >/dev/null || { echo "proxy.sh: install wrk (apt-get install wrk)" >&2; exit 2; }
+BACKEND=${BACKEND:-nginx}
 BACKEND_PORT=${BACKEND_PORT:-5050}
 INBOUND=${INBOUND:-4300}
 API=${API:-4310}
-taskset -c 0 "$BIN/python" "$HERE/backend.py" "$BACKEND_PORT" & backend=$!
+GATEWAY_CPU=${GATEWAY_CPU:-0}
+GENERATOR_CPU=${GENERATOR_CPU:-1}
+CONNECTIONS=${CONNECTIONS:-1 10 50}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8s}
+LABEL=${LABEL:-}
+WORK=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+if [ "$BACKEND" = nginx ]; then
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    [ -x "$NGINX" ] || { echo "proxy.sh: install nginx (apt-get install nginx)" >&2; exit 2; }
+    cat >"$WORK/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK;
+    server {
+        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
+        location / { default_type application/json; return 200 '{"hello":"world"}'; }
+    }
+}
+EOF
+    taskset -c "$GENERATOR_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!)
+else
+    taskset -c "$GENERATOR_CPU" "$BIN/python" "$HERE/backend.py" "$BACKEND_PORT" & pids+=($!)
+fi
 CONFIG="[{\"id\":\"bench\",\"name\":\"bench\",\"proxy\":{\"target_url\":\"127.0.0.1\",\"port\":$BACKEND_PORT},\"version_data\":{\"default\":{\"endpoints\":[{\"id\":\"hello\",\"method\":\"GET\",\"path_regex\":\"/hello\"}]}}}]"
 INBOUND_PORT="tcp:$INBOUND:interface=127.0.0.1" API_HTTP_PORT="tcp:$API:interface=127.0.0.1" \
-    PROXY_CONFIG_FILE="$CONFIG" taskset -c 0 "$BIN/twistd" -n --pidfile= --logfile=/tmp/rig-proxy-bench.log rig & gateway=$!
-trap 'kill $backend $gateway 2>/dev/null' EXIT
-sleep 2
+    PROXY_CONFIG_FILE="$CONFIG" taskset -c "$GATEWAY_CPU" "$BIN/twistd" -n --pidfile= \
+    --logfile="$WORK/rig.log" rig & pids+=($!)
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$INBOUND/hello" >/dev/null 2>&1 \
+        && curl -sf "http://127.0.0.1:$BACKEND_PORT/hello" >/dev/null 2>&1 && break
+    sleep 0.1
+done
 run() {  # label url connections
-    for i in 1 2 3; do
-        taskset -c 1 wrk -t1 -c"$3" -d8s --latency "$2" | awk -v label="$1" '
+    for _ in $(seq "$ROUNDS"); do
+        taskset -c "$GENERATOR_CPU" wrk -t1 -c"$3" -d"$DURATION" --latency "$2" | awk -v label="$1" '
             /Requests\/sec/ {rps=$2}
             /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
-            END {printf "%s rps=%s p50=%s p99=%s\n", label, rps, p50, p99}'
-    done | sort -t= -k2 -n | sed -n 2p
+            /Non-2xx|Socket errors/ {errors=errors " " $0}
+            END {printf "%s rps=%s p50=%s p99=%s%s\n", label, rps, p50, p99, errors}'
+    done | sort -t= -k2 -n | sed -n "$(( (ROUNDS + 1) / 2 ))p"
 }
-for connections in 1 10 50; do
-    run "direct  c=$connections" "http://127.0.0.1:$BACKEND_PORT/hello" "$connections"
-    run "proxied c=$connections" "http://127.0.0.1:$INBOUND/hello" "$connections"
+for connections in $CONNECTIONS; do
+    [ -n "${SKIP_DIRECT:-}" ] || run "${LABEL:+$LABEL }direct  c=$connections" \
+        "http://127.0.0.1:$BACKEND_PORT/hello" "$connections"
+    run "${LABEL:+$LABEL }proxied c=$connections" "http://127.0.0.1:$INBOUND/hello" "$connections"
 done

@@ -38,6 +38,13 @@ def respond(request, status, body=b"", content_type=TEXT, headers=()):
     return body
 
 
+def respond_now(request, status, body=b"", content_type=TEXT, headers=()):
+    """:func:`respond`, written and finished at once: for an answer that comes after
+    ``render`` returned ``NOT_DONE_YET``."""
+    request.write(respond(request, status, body, content_type, headers))
+    request.finish()
+
+
 def request_body(request):
     request.content.seek(0)
     return request.content.read()

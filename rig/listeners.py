@@ -14,6 +14,7 @@ from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromSt
 
 FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6}
 TWISTED_BACKLOG = 50  # what Twisted's tcp: endpoints use unless told otherwise
+BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "unix")  # endpoint kinds that take ``backlog=``
 _SEPARATOR = re.compile(r"(?<!\\):")
 
 
@@ -37,6 +38,19 @@ def server_endpoint(reactor, description):
         return AdoptedStreamServerEndpoint(reactor, int(keywords["fileno"]),
                                            FAMILIES[keywords.get("family", "INET")])
     return serverFromString(reactor, description)
+
+
+def with_backlog(description, backlog):
+    """*description* with a listen backlog of *backlog*, unless it names its own.
+
+    Twisted listens with a backlog of 50: a reconnect storm (every client of a
+    node that restarted, at once) overflows it, and each dropped SYN costs its
+    client a retransmission a second or more later (LISTEN_BACKLOG).
+    """
+    kind, _positional, keywords = parse_description(description)
+    if kind not in BACKLOG_KINDS or "backlog" in keywords:
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def fd_description(fileno, family):

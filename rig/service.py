@@ -24,16 +24,16 @@ from rig.connections.longpoll import poll_from_peer
 from rig.connections.subscribe import put_from_peer
 from rig.hub import Hub
 from rig.hub.token import TokenCodec
-from rig.listeners import server_endpoint
+from rig.listeners import server_endpoint, with_backlog
 from rig.metrics.registry import build_metrics
 from rig.metrics.workers import METRICS_CALL, VmMetrics
 from rig.proxy.correlation import Correlations
 from rig.proxy.forward import Forwarder
 from rig.proxy.gateway import Proxy
-from rig.proxy.pool import proxy_agent
 from rig.proxy.redis_target import RedisTarget
 from rig.proxy.store import ApiStore
 from rig.proxy.targets import TargetPolicy, local_names, peer_hosts
+from rig.proxy.upstream import UpstreamPool
 from rig.recovery import History
 from rig.streams.source import RedisSource
 from rig.systemd import SystemdService
@@ -264,7 +264,7 @@ class RigService(MultiService):
             service.cluster.setServiceParent(service)
         proxy = Proxy(
             store=store,
-            forwarder=Forwarder(reactor, proxy_agent(reactor),
+            forwarder=Forwarder(reactor, UpstreamPool(reactor),
                                 recv_timeout=settings.proxy_recv_timeout,
                                 by_address=_address_of(settings.host), policy=policy),
             correlations=correlations, validator=hub.auth.validator,
@@ -284,14 +284,15 @@ class RigService(MultiService):
         service.systemd = SystemdService.from_environ(reactor, environ or {})
         service.systemd.setName("systemd")
         service.systemd.setServiceParent(service)
-        internal = ListenerService(reactor, settings.api_listen,
+        backlog = settings.listen_backlog
+        internal = ListenerService(reactor, with_backlog(settings.api_listen, backlog),
                                    internal_site(hub, settings, store, correlations,
                                                  service.metrics, cluster=service.cluster,
                                                  redis=service.redis, target_policy=policy),
                                    drain_timeout=settings.shutdown_drain_timeout)
         internal.setName("internal")
         internal.setServiceParent(service)
-        inbound = ListenerService(reactor, settings.inbound_listen,
+        inbound = ListenerService(reactor, with_backlog(settings.inbound_listen, backlog),
                                   inbound_site(hub, settings, proxy),
                                   drain_timeout=settings.shutdown_drain_timeout)
         inbound.setName("inbound")
@@ -319,7 +320,8 @@ class RigService(MultiService):
                          remote_history=remote_history)
         correlations.join_cluster(calls)
         service.cluster = ClusterNode(
-            reactor, cookie=settings.node_cookie, listen=settings.cluster_listen,
+            reactor, cookie=settings.node_cookie,
+            listen=with_backlog(settings.cluster_listen, settings.listen_backlog),
             node_host=settings.node_host, boot=boot, seeds=settings.cluster_seeds,
             dns_name=settings.dns_name if settings.discovery_type == "dns" else None,
             tls_ca=settings.cluster_tls_ca, swim_config=swim_config,
@@ -350,7 +352,8 @@ class RigService(MultiService):
                 ("internal_https", "internal", settings.api_https_listen, internal_options),
                 ("inbound_https", "inbound", settings.inbound_https_listen, options)):
             site = service.getServiceNamed(plain).factory
-            listener = ListenerService(reactor, description, tls_factory(tls, site, reactor))
+            listener = ListenerService(reactor, with_backlog(description, settings.listen_backlog),
+                                       tls_factory(tls, site, reactor))
             listener.setName(name)
             listener.setServiceParent(service)
 

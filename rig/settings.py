@@ -71,6 +71,7 @@ class Settings:
     max_request_bytes: int = 8000000
     http_header_timeout: float = 30.0
     http_idle_timeout: float = 75.0
+    listen_backlog: int = defaults.LISTEN_BACKLOG
     jwt_secret_key: str = attrs.field(default="", repr=False)
     jwt_alg: str = "HS256"
     jwt_jwks_url: str | None = None
@@ -595,6 +596,7 @@ _SPECS = (
     _spec("max_request_bytes", "MAX_REQUEST_BYTES", *_integer(1)),
     _spec("http_header_timeout", "HTTP_HEADER_TIMEOUT", _check_seconds, _parse_seconds),
     _spec("http_idle_timeout", "HTTP_IDLE_TIMEOUT", _check_seconds, _parse_seconds),
+    _spec("listen_backlog", "LISTEN_BACKLOG", *_integer(1)),
     _spec("jwt_secret_key", "JWT_SECRET_KEY", _secret),
     _spec("jwt_alg", "JWT_ALG", _jwt_algorithm),
     _spec("jwt_jwks_url", "JWT_JWKS_URL", _url),

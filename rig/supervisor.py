@@ -33,7 +33,13 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
-from rig.listeners import fd_description, shared_port_socket, tcp_address, with_port
+from rig.listeners import (
+    fd_description,
+    shared_port_socket,
+    tcp_address,
+    with_backlog,
+    with_port,
+)
 from rig.systemd import SystemdService
 from rig.twistedcompat import forget_sigterm
 
@@ -148,7 +154,8 @@ class Supervisor(Service):
         fields = LISTENERS if settings.https_certfile else LISTENERS[:2]
         try:
             for field in fields:
-                self.listeners.append(Listener(field, getattr(settings, field)))
+                self.listeners.append(Listener(
+                    field, with_backlog(getattr(settings, field), settings.listen_backlog)))
             self.workers = [self._worker(index) for index in range(settings.workers)]
         except BaseException:
             self._close_sockets()
@@ -160,7 +167,7 @@ class Supervisor(Service):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
-            sock.listen(128)
+            sock.listen(self.settings.listen_backlog)
             sock.setblocking(False)
             return Worker(index, f"127.0.0.1:{sock.getsockname()[1]}", cluster_socket=sock)
         port = tcp_port(cluster) + index

@@ -42,6 +42,9 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
+    from rig.gctune import tune_once_running
+
+    tune_once_running(reactor)
     if options.settings.workers > 1:
         from rig.supervisor import SupervisorService
 
@@ -56,8 +59,10 @@ def run_worker(argv):
     """``python -m rig.worker``: one worker process of a supervisor (see rig.worker)."""
     from twisted.internet import reactor
 
+    from rig.gctune import tune_once_running
     from rig.worker import run
 
+    tune_once_running(reactor)
     return run(reactor, argv, dict(os.environ))
 
 

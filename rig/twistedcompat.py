@@ -31,8 +31,12 @@ def queued_bytes(transport):
         return 0
 
 
+_PLAIN_TCP = (tcp.Server, tcp.Client)
+
+
 def write_now(transport, data, limit=None):
-    """Write *data*, straight to the socket when a plain TCP transport has nothing queued
+    """Write *data*, straight to the socket when a plain TCP transport (accepted or
+    connected) has nothing queued
     before it (a lone ``transport.write`` would wait a reactor turn, see rig/hub/outbox.py).
 
     With a *limit*, the client is too slow when more than *limit* bytes are still queued
@@ -41,7 +45,7 @@ def write_now(transport, data, limit=None):
     than the limit still reaches a client that reads. Inlined: it runs once per frame.
     """
     if (
-        type(transport) is tcp.Server
+        type(transport) in _PLAIN_TCP
         and not transport._tempDataLen
         and transport.offset == len(transport.dataBuffer)
         and transport.connected

@@ -508,7 +508,8 @@ class Node:
                    CLUSTER_PORT=ephemeral, CLUSTER_SEEDS=",".join(self.seeds),
                    NODE_HOST="127.0.0.1", NODE_COOKIE=self.cookie, JWT_SECRET_KEY="mysecret",
                    MAX_CONNECTIONS_PER_MINUTE="100000", LOG_LEVEL="warn",
-                   NOTIFY_SOCKET=self._notify_path, **self.env)
+                   NOTIFY_SOCKET=self._notify_path)
+        env.update(self.env)
         env.pop("WATCHDOG_USEC", None)
         log = open(os.path.join(self.workdir, f"{self.name}.log"), "ab")
         self.process = subprocess.Popen(

@@ -354,3 +354,75 @@ async def test_request_log_console(make_gateway, stub_server):
     calls = [event for event in events if event.get("log_format", "").startswith("CALL:")]
     assert len(calls) == 1
     assert calls[0]["endpoint_id"] == "get" and calls[0]["request_path"] == "/logged"
+
+
+class _RecordingBackend:
+    """A keep-alive TCP 'backend' that records each request head and answers *answer*."""
+
+    def __init__(self, answer):
+        from twisted.internet.protocol import Factory, Protocol
+
+        self.heads = []
+        backend = self
+
+        class Answer(Protocol):
+            def dataReceived(self, data):
+                backend.heads.append(data)
+                self.transport.write(answer)
+
+        self.port = reactor.listenTCP(0, Factory.forProtocol(Answer), interface="127.0.0.1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_response_heads_pass_as_the_backend_sent_them(make_gateway):
+    backend = _RecordingBackend(
+        b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nX-Mixed-Case: Value\r\n"
+        b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nConnection: keep-alive, X-Hop\r\nX-Hop: no\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+    try:
+        gateway = make_gateway(proxy_config=(api(backend.port.getHost().port,
+                                                 endpoint("h", "GET", "/h/.*")),))
+        response = await gateway.request("GET", "/h/caf\u00e9?x=1")
+        assert (response.code, await within(response.text())) == (200, "ok")
+        headers = response.headers
+        assert headers.getRawHeaders("set-cookie") == ["a=1", "b=2"]
+        assert headers.getRawHeaders("x-mixed-case") == ["Value"]
+        assert response.length == 2  # complete at once: sent with a length, not re-chunked
+        assert len(headers.getRawHeaders("date")) == 1  # the gateway's
+        assert "1970" not in headers.getRawHeaders("date")[0]
+        assert not headers.hasHeader("x-hop") and not headers.hasHeader("content-type")
+        request_line = backend.heads[0].split(b"\r\n")[0]
+        assert request_line == b"GET /h/caf%C3%A9?x=1 HTTP/1.1"
+    finally:
+        await backend.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_and_no_content_responses_end(make_gateway):
+    backend = _RecordingBackend(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
+    try:
+        gateway = make_gateway(proxy_config=(api(backend.port.getHost().port,
+                                                 endpoint("n", "GET", "/none"),
+                                                 endpoint("d", "DELETE", "/none")),))
+        for method in ("GET", "HEAD", "DELETE", "GET"):
+            response = await gateway.request(method, "/none")
+            assert response.code == 204
+            assert await within(response.content()) == b""
+        assert len(backend.heads) == 4
+        assert backend.heads[1].startswith(b"HEAD /none HTTP/1.1\r\n")
+    finally:
+        await backend.port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_configured_headers_can_not_inject_lines(make_gateway, stub_server):
+    backend = stub_server(echo)
+    definition = api(backend.port.getHost().port,
+                     endpoint("on", "GET", "/on", transform_request_headers=True))
+    definition["version_data"]["default"]["transform_request_headers"] = {
+        "add_headers": {"x-a": "1\r\nx-injected: yes", "x-forwarded-for": "spoofed"}}
+    gateway = make_gateway(proxy_config=(definition,))
+    seen = await within((await gateway.request("GET", "/on")).json())
+    assert seen["headers"]["x-a"] == "1  x-injected: yes"
+    assert "x-injected" not in seen["headers"]
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"

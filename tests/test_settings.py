@@ -57,6 +57,7 @@ def test_env_names():
         "API_AUTH_TOKENS",
         "HTTP_HEADER_TIMEOUT",
         "HTTP_IDLE_TIMEOUT",
+        "LISTEN_BACKLOG",
         "API_HTTPS_CLIENT_CA",
         "REDIS_URL",
         "REDIS_SOURCE_STREAMS",

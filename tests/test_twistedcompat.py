@@ -57,27 +57,8 @@ async def test_a_tcp_transports_send_buffer_is_read_as_the_write_path_expects():
             assert writes < 100, "the kernel buffers cannot take this much"
         assert 2_000_000 < queued_bytes(transport) <= 3_000_000
         assert queued_bytes(object()) == 0
+        # a connected (client) transport is written the same way (the proxy's backends)
+        assert write_now(client.transport, b"hello") and queued_bytes(client.transport) == 0
     finally:
         client.transport.abortConnection()
         await port.stopListening()
-
-
-@pytest_twisted.ensureDeferred
-async def test_proxied_backend_connections_have_nagle_off(stub_server):
-    """The proxy reaches backends through its own endpoint factory (public API only)."""
-    import socket
-
-    from twisted.internet import protocol
-    from twisted.web.client import URI
-
-    from rig.proxy.pool import NoDelayEndpoints
-
-    backend = stub_server(lambda info: (200, b"ok"))
-    uri = URI.fromBytes(f"http://127.0.0.1:{backend.port.getHost().port}/".encode())
-    endpoint = NoDelayEndpoints(reactor, connect_timeout=5).endpointForURI(uri)
-    connected = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
-    try:
-        sock = connected.transport.getHandle()
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    finally:
-        connected.transport.abortConnection()

@@ -1,207 +1,317 @@
 """Forwarding a matched request to an HTTP backend, streamed both ways.
 
 Request bodies come from twisted.web's buffer (a temporary file beyond
-100 KB, so memory stays flat) through a ``FileBodyProducer``; response bodies
-are streamed to the client with the backend connection registered as the
-request's producer, so a slow client pauses the backend instead of filling
-memory. A client that goes away cancels the upstream request.
+100 KB, so memory stays flat): up to 64 KB they go out with the request head,
+larger ones through a ``FileBodyProducer`` that the backend connection paces.
+Response bodies are streamed to the client with the backend connection
+registered as the request's producer, so a slow client pauses the backend
+instead of filling memory. A client that goes away cancels the upstream
+request. The HTTP client is :mod:`rig.proxy.upstream`.
 """
-from twisted.internet import defer
-from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
-from twisted.web.client import FileBodyProducer, ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH
-from twisted.web.server import NOT_DONE_YET
+import re
 
-from rig.httputil import client_gone, respond
-from rig.proxy.gateway import Outcome
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.http import NO_BODY_CODES
+
+from rig.httputil import client_gone, respond_now
 from rig.proxy.targets import TargetPolicy, TargetRefused
+from rig.proxy.upstream import INLINE_BODY_BYTES
 
 HOP_BY_HOP = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
     b"http2-settings", b"te", b"trailer", b"proxy-authenticate", b"proxy-authorization",
 ))
+PASSED_NOT = HOP_BY_HOP | {b"date", b"content-length"}  # the gateway sets these
+SET_HERE = frozenset((b"host", b"content-length", b"forwarded", b"x-forwarded-for",
+                      b"x-forwarded-proto", b"x-forwarded-host"))
 FORWARDED_METHODS = frozenset((b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD",
                                b"OPTIONS"))
 BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+_UNSAFE = re.compile(rb"[^\x21-\x7e]")  # not allowed raw in a request target
 
 
-def target_base(api, policy):
-    """``(scheme://host:port, host, port, shown)`` of an API's backend; *shown* is what
-    logs may say (a ``use_env`` host is named by its variable, never by its value).
-    TargetRefused when the policy does not allow the variable."""
+def _escape(match):
+    return b"%%%02X" % match.group()[0]
+
+
+def target_of(api, policy):
+    """``(scheme, host, port, shown)`` of an API's backend; *shown* is what logs may say
+    (a ``use_env`` host is named by its variable, never by its value). TargetRefused
+    when the policy does not allow the variable."""
     proxy = api["proxy"]
     scheme, host = policy.host_of(proxy)
     port = proxy["port"]
-    shown = f"{scheme}://${proxy['target_url']}:{port}" if proxy.get("use_env") else None
-    base = f"{scheme}://{host}:{port}"
-    return base, host, port, shown or base
+    if proxy.get("use_env"):
+        return scheme, host, port, f"{scheme}://${proxy['target_url']}:{port}"
+    return scheme, host, port, f"{scheme}://{host}:{port}"
 
 
 def forwarded_path(route, path):
+    """*path* (bytes) as the backend gets it, after the endpoint's ``path_replacement``."""
     replacement = route.endpoint.get("path_replacement")
     if not replacement:
         return path
-    return route.pattern.sub(replacement, path, count=1)
+    return route.pattern.sub(replacement, path.decode("utf-8", "replace"), count=1).encode()
 
 
-def upstream_headers(request, route, host, port, by_address):
-    """The client's headers minus hop-by-hop ones, with Host, Forwarded and X-Forwarded-*."""
-    headers = Headers()
-    connection_tokens = {
-        token.strip().lower().encode()
-        for value in request.requestHeaders.getRawHeaders(b"connection", [])
-        for token in value.decode("latin-1").split(",")
-    }
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in connection_tokens or lower in (
-            b"host", b"content-length", b"forwarded"
-        ):
+def _connection_tokens(values):
+    return {token.strip().lower() for value in values for token in value.split(b",")}
+
+
+def _safe_value(value):
+    """A configured header value as bytes on one line (no header injection)."""
+    return str(value).encode("latin-1", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
+
+
+def upstream_head(request, route, target, *, host, port, by_address):
+    """The request head for the backend: the client's headers minus hop-by-hop ones,
+    with Host, Forwarded and X-Forwarded-*, as bytes ready to send."""
+    request_headers = request.requestHeaders
+    dropped = HOP_BY_HOP | SET_HERE
+    listed = request_headers.getRawHeaders(b"connection")
+    if listed:
+        dropped = dropped | _connection_tokens(listed)
+    lines = [request.method, b" ", target, b" HTTP/1.1\r\nHost: ",
+             f"{host}:{port}".encode(), b"\r\n"]
+    for name, values in request_headers.getAllRawHeaders():
+        if name.lower() in dropped:
             continue
-        headers.setRawHeaders(lower, values)
+        for value in values:
+            lines += (name, b": ", value, b"\r\n")
     if route.endpoint.get("transform_request_headers"):
         add = route.api["version_data"]["default"].get("transform_request_headers", {})
-        for name, value in (add.get("add_headers") or {}).items():
-            headers.setRawHeaders(name.encode("latin-1").lower(), [str(value).encode("latin-1")])
-    client = request.getClientAddress()
-    client_host = getattr(client, "host", "unknown")
-    incoming_host = request.getHeader(b"host") or b""
-    scheme = b"https" if request.isSecure() else b"http"
-    headers.setRawHeaders(b"host", [f"{host}:{port}".encode()])
-    headers.setRawHeaders(b"forwarded", [f"for={client_host};by={by_address}".encode()])
-    previous = request.getHeader(b"x-forwarded-for")
-    chain = (previous + b", " if previous else b"") + client_host.encode()
-    headers.setRawHeaders(b"x-forwarded-for", [chain])
-    headers.setRawHeaders(b"x-forwarded-proto", [scheme])
+        for configured, value in (add.get("add_headers") or {}).items():
+            name = _safe_value(configured).replace(b":", b"").strip()
+            if name and name.lower() not in SET_HERE:  # the gateway's own stay as they are
+                lines += (name, b": ", _safe_value(value), b"\r\n")
+    client_host = getattr(request.getClientAddress(), "host", "unknown").encode()
+    previous = request_headers.getRawHeaders(b"x-forwarded-for")
+    chain = b", ".join((*previous, client_host)) if previous else client_host
+    lines += (b"Forwarded: for=", client_host, b";by=", by_address, b"\r\nX-Forwarded-For: ",
+              chain, b"\r\nX-Forwarded-Proto: ", b"https" if request.isSecure() else b"http",
+              b"\r\n")
+    incoming_host = request_headers.getRawHeaders(b"host")
     if incoming_host:
-        headers.setRawHeaders(b"x-forwarded-host", [incoming_host])
-    return headers
+        lines += (b"X-Forwarded-Host: ", incoming_host[0], b"\r\n")
+    return lines
 
 
-class _BodyStreamer(Protocol):
-    """Copies a backend response body to the client, paced by the client."""
+class _Relay:
+    """Copies a backend response body to the client, paced by the client.
 
-    def __init__(self, request, done):
+    A body that is complete in what the backend sent with its head (most are)
+    goes out with a Content-Length in one write; a longer one is streamed.
+    """
+
+    __slots__ = ("finished", "paced", "pieces", "request", "response")
+
+    def __init__(self, request, response, finished):
         self.request = request
-        self.done = done
+        self.response = response
+        self.finished = finished  # called once the body is through
+        self.paced = False
+        self.pieces = []  # body bytes held until the body is complete or streams
 
-    def connectionMade(self):
-        self.request.registerProducer(self.transport, True)
-
-    def dataReceived(self, data):
-        if not client_gone(self.request):
-            self.request.write(data)
-
-    def connectionLost(self, reason):
+    def producing(self, producer):
+        self.paced = True
         request = self.request
-        request.unregisterProducer()
-        if client_gone(request) or request.finished:
-            self.done.callback(None)
+        request.registerProducer(producer, True)
+        pieces, self.pieces = self.pieces, None
+        if pieces and not (request.client_gone or request.finished):
+            request.write(b"".join(pieces))
+
+    def data(self, data):
+        if self.pieces is not None:
+            self.pieces.append(data)
             return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            request.finish()
-        else:
-            request.loseConnection()  # mid-response failure: the client sees a cut stream
-        self.done.callback(None)
+        request = self.request
+        if request.client_gone:
+            self.response.abort()
+        elif not request.finished:
+            request.write(data)
+
+    def done(self, error):
+        request = self.request
+        if self.paced:
+            request.unregisterProducer()
+        if not (request.client_gone or request.finished):
+            if error is not None:
+                request.loseConnection()  # mid-response failure: the client sees a cut stream
+            else:
+                pieces = self.pieces
+                if pieces is not None:  # all of it came at once
+                    body = b"".join(pieces)
+                    if self.response.length is None and not (
+                            request.method == b"HEAD" or request.code in NO_BODY_CODES):
+                        request.responseHeaders.setRawHeaders(b"content-length",
+                                                              [b"%d" % len(body)])
+                    request.write(body)
+                request.finish()
+        self.finished()
 
 
 class Forwarder:
-    """Sends requests upstream through one shared Agent and answers the client."""
+    """Sends requests upstream through one keep-alive pool and answers the client."""
 
     log = Logger()
 
-    def __init__(self, reactor, agent, *, recv_timeout, by_address, policy=None):
+    def __init__(self, reactor, pool, *, recv_timeout, by_address, policy=None):
         self._reactor = reactor
-        self._agent = agent
+        self._pool = pool
         self._recv_timeout = recv_timeout
-        self._by_address = by_address
+        self._by_address = by_address.encode("latin-1")
         self._policy = policy if policy is not None else TargetPolicy()
+        self._targets = {}  # (target_url, port, use_env) -> target_of(...)
 
-    async def forward(self, request, route, extra_query=None, outcome=None):
-        """Forward and answer; returns the backend's status or None when there was none.
+    def forward(self, request, route, done, extra_query=None):
+        """Forward *request* and answer its client; ``done(status)`` follows once, with
+        RIG's metric word for how it ended (None when the client left first).
 
-        With *extra_query* (``correlation=...``), a backend 202 is handed back
-        to the caller instead of being sent (``response_from`` waits). A failure
-        is named on *outcome* (a :class:`rig.proxy.gateway.Outcome`) for the metrics.
+        With *extra_query* (``correlation=...``), a backend 202 is not sent:
+        ``done`` gets the :class:`rig.proxy.upstream.Response` (``response_from``
+        waits for the real answer).
         """
-        outcome = outcome if outcome is not None else Outcome()
         method = request.method
         if method not in FORWARDED_METHODS:
-            outcome.status = "bad_request"
-            return respond(request, 405, "Method not allowed.")
+            respond_now(request, 405, "Method not allowed.")
+            done("bad_request")
+            return
         try:
-            base, host, port, shown = target_base(route.api, self._policy)
+            scheme, host, port, shown = self._target(route.api)
         except TargetRefused as refused:  # e.g. replicated from a node that allows more
-            outcome.status = "unreachable"
-            return self._failed(request, 502, "Bad gateway.", str(refused),
-                                f"API {route.api['id']!r}")
-        path = forwarded_path(route, request.path.decode("utf-8", "replace"))
-        query = request.uri.partition(b"?")[2].decode("latin-1")
+            self._failed(request, 502, "Bad gateway.", str(refused), f"API {route.api['id']!r}")
+            done("unreachable")
+            return
+        path = forwarded_path(route, request.path)
+        query = request.uri.partition(b"?")[2]
         if extra_query:
-            kept = [p for p in query.split("&") if p and not p.startswith("correlation=")]
-            query = "&".join([*kept, extra_query])
-        url = base + path + ("?" + query if query else "")
-        shown_url = shown + path
-        headers = upstream_headers(request, route, host, port, self._by_address)
+            kept = [p for p in query.split(b"&") if p and not p.startswith(b"correlation=")]
+            query = b"&".join([*kept, extra_query.encode("latin-1")])
+        target = path + (b"?" + query if query else b"")
+        if _UNSAFE.search(target):
+            target = _UNSAFE.sub(_escape, target)
+        lines = upstream_head(request, route, target, host=host, port=port,
+                              by_address=self._by_address)
         body = None
         if method in BODY_METHODS:
-            request.content.seek(0)
-            body = FileBodyProducer(request.content)
-        asking = self._agent.request(method, url.encode("utf-8"), headers, body)
-        timed_out = []
+            content = request.content
+            length = content.seek(0, 2)
+            content.seek(0)
+            lines.append(b"Content-Length: %d\r\n" % length)
+            body = content.read() if length <= INLINE_BODY_BYTES else content
+        lines.append(b"\r\n")
+        asking = self._pool.request((scheme, host, port), method, b"".join(lines), body)
+        _Forwarding(self, request, done, asking, shown=shown + path.decode("utf-8", "replace"),
+                    keep_202=extra_query is not None)
 
-        def give_up():
-            timed_out.append(True)
-            asking.cancel()
+    def forward_for_answer(self, request, route, extra_query):
+        """:meth:`forward` as a Deferred of ``(status, response or None)``."""
+        finished = defer.Deferred()
+        self.forward(request, route, finished.callback, extra_query)
+        return finished
 
-        timer = self._reactor.callLater(self._recv_timeout, give_up)
-        finished = request.notifyFinish()
-        finished.addErrback(lambda _: asking.cancel())  # no-op once the response is in
-        try:
-            response = await asking
-        except Exception as error:  # refused, reset, cancelled, TLS: no response
-            if timed_out:
-                outcome.status = "request_timeout"
-                return self._failed(request, 504, "Gateway timeout.", "timeout", shown_url)
-            if client_gone(request):
-                outcome.status = None
-                return NOT_DONE_YET  # the client went away and we cancelled
-            outcome.status = "unreachable"
-            return self._failed(request, 502, "Bad gateway.", repr(error), shown_url)
-        finally:
-            if timer.active():
-                timer.cancel()
-        if extra_query and response.code == 202:
-            response.deliverBody(_Discard())
-            return response
-        await self.relay(request, response)
-        return NOT_DONE_YET
+    def _target(self, api):
+        proxy = api["proxy"]
+        key = (proxy["target_url"], proxy["port"], proxy.get("use_env"))
+        target = self._targets.get(key)
+        if target is None:
+            target = target_of(api, self._policy)
+            if len(self._targets) >= 1000:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
 
-    def relay(self, request, response):
-        """Copy status, end-to-end headers and the streamed body to the client."""
+    def relay(self, request, response, done):
+        """Copy status, end-to-end headers and the streamed body to the client;
+        ``done()`` once the body is through."""
         request.setResponseCode(response.code, response.phrase)
-        for name, values in response.headers.getAllRawHeaders():
-            if name.lower() not in HOP_BY_HOP:
-                request.responseHeaders.setRawHeaders(name, values)
-        if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
+        request.defaultContentType = None  # the backend's, or none
+        dropped = PASSED_NOT
+        for name, value, _line in response.headers:
+            if name == b"connection":
+                dropped = dropped | _connection_tokens((value,))
+        request.passed_headers = [line for name, _value, line in response.headers
+                                  if name not in dropped]
+        if response.length is not None and request.method != b"HEAD":
             request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % response.length])
-        done = defer.Deferred()
-        response.deliverBody(_BodyStreamer(request, done))
-        return done
+        response.deliver_body(_Relay(request, response, done))
 
     def _failed(self, request, status, message, why, url):
         """Log without the query string (it may carry tokens, ``?jwt=``) and without a
         ``use_env`` host (*url* names its variable instead)."""
         self.log.info("Proxy to {url} failed: {why}", url=url.partition("?")[0], why=why)
-        if client_gone(request):
-            return NOT_DONE_YET
-        return respond(request, status, message)
+        if not client_gone(request):
+            respond_now(request, status, message)
 
 
-class _Discard(Protocol):
-    def connectionLost(self, reason):
-        pass
+class _Forwarding:
+    """One request on its way to the backend: its timeout, its client leaving."""
 
+    __slots__ = ("asking", "done", "forwarder", "keep_202", "request", "response", "shown",
+                 "timed_out", "timer")
+
+    def __init__(self, forwarder, request, done, asking, *, shown, keep_202):
+        self.forwarder = forwarder
+        self.request = request
+        self.done = done
+        self.asking = asking
+        self.shown = shown
+        self.keep_202 = keep_202
+        self.response = None
+        self.timed_out = False
+        self.timer = forwarder._reactor.callLater(forwarder._recv_timeout, self.give_up)
+        request.on_gone = self.client_left
+        asking.addCallbacks(self.answered, self.failed).addErrback(self.crashed)
+
+    def give_up(self):
+        self.timed_out = True
+        self.asking.cancel()
+
+    def client_left(self):
+        if self.response is None:
+            self.asking.cancel()
+        else:
+            self.response.abort()
+
+    def answered(self, response):
+        self.timer.cancel()
+        self.response = response
+        request = self.request
+        if self.keep_202 and response.code == 202:
+            response.discard_body()
+            request.on_gone = None
+            self.done(("ok", response))
+            return
+        self.forwarder.relay(request, response, self.relayed)
+
+    def relayed(self):
+        self.request.on_gone = None
+        self.done(("ok", None) if self.keep_202 else "ok")
+
+    def failed(self, failure):  # refused, reset, cancelled, TLS: no response
+        if self.timer.active():
+            self.timer.cancel()
+        request = self.request
+        request.on_gone = None
+        forwarder = self.forwarder
+        if self.timed_out:
+            status = "request_timeout"
+            forwarder._failed(request, 504, "Gateway timeout.", "timeout", self.shown)
+        elif client_gone(request):
+            status = None  # the client went away and we cancelled
+        else:
+            status = "unreachable"
+            forwarder._failed(request, 502, "Bad gateway.", _why(failure.value), self.shown)
+        self.done((status, None) if self.keep_202 else status)
+
+    def crashed(self, failure):
+        self.forwarder.log.failure("while forwarding to {url}", failure, url=self.shown)
+        request = self.request
+        if not (request.finished or client_gone(request)):
+            request.loseConnection()
+
+
+def _why(error):
+    """What a failed request's log line says: the error's class and its words."""
+    return f"{type(error).__name__}: {error}"

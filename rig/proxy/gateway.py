@@ -1,4 +1,6 @@
 """The reverse proxy entry: match, authenticate, log, forward (or wait for an async answer)."""
+from functools import partial
+
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -10,6 +12,8 @@ from rig.httputil import authorization_values, cors_headers, redacted_path, resp
 from rig.metrics.stats import ProxyStats
 
 NOT_FOUND = b'{"message":"Not Found"}'
+MATCH_CACHE_SIZE = 10_000  # (method, path) pairs whose route is remembered
+_UNKNOWN = object()
 
 
 @attrs.frozen
@@ -44,11 +48,31 @@ class Proxy:
         self._request_log = request_log
         self._async_timeout = async_timeout
         self.redis_target = redis_target
+        self._matched_for = None  # the route list that _matched was made for
+        self._matched = {}
 
     def match(self, method, path):
-        """The first route for *method* and *path*, in API then endpoint order (HEAD as GET)."""
+        """The first route for *method* and *path*, in API then endpoint order (HEAD as GET).
+
+        Remembered per (method, path) until the definitions change: a request's
+        route is then one dictionary lookup instead of a regular expression per
+        endpoint."""
+        routes = self._store.routes()
+        if routes is not self._matched_for:
+            self._matched_for, self._matched = routes, {}
+        key = (method, path)
+        route = self._matched.get(key, _UNKNOWN)
+        if route is _UNKNOWN:
+            route = self._search(routes, method, path)
+            if len(self._matched) >= MATCH_CACHE_SIZE:
+                self._matched.clear()
+            self._matched[key] = route
+        return route
+
+    @staticmethod
+    def _search(routes, method, path):
         fallback = None
-        for route in self._store.routes():
+        for route in routes:
             if route.pattern.match(path) is None:
                 continue
             if route.method == method:
@@ -57,7 +81,7 @@ class Proxy:
                 fallback = route
         return fallback
 
-    async def __call__(self, request, **_groups):
+    def __call__(self, request, **_groups):
         method = request.method.decode("latin-1")
         path = request.path.decode("utf-8", "replace")
         route = self.match(method, path)
@@ -68,43 +92,53 @@ class Proxy:
             # not counted, as in RIG
             return respond(request, 401, "Authentication failed.", content_type=None,
                            headers=self._cors_headers())
+        endpoint = route.endpoint
         if self._request_log:
             self.log.info(
                 "CALL: [{endpoint_id}] {method} {path_regex} => {target_url}",
-                endpoint_id=route.endpoint["id"], method=route.method,
-                path_regex=route.endpoint["path_regex"],
+                endpoint_id=endpoint["id"], method=route.method,
+                path_regex=endpoint["path_regex"],
                 target_url=route.api["proxy"]["target_url"], request_path=redacted_path(path),
             )
-        started = self._clock.seconds()
-        outcome = Outcome()
-        result = await self._dispatch(request, route, outcome)
-        if outcome.status is not None:
-            endpoint = route.endpoint
-            self.stats.record(method, path, endpoint.get("target", "http"),
-                              endpoint.get("response_from", "http"), outcome.status,
-                              seconds=self._clock.seconds() - started)
-        return result
+        target = endpoint.get("target", "http")
+        response_from = endpoint.get("response_from", "http")
+        done = partial(self._record, (method, path, target, response_from),
+                       self._clock.seconds())
+        if target == "http" and response_from == "http":  # the common case, without a coroutine
+            self._forwarder.forward(request, route, done)
+            return NOT_DONE_YET
+        return defer.ensureDeferred(self._dispatch(request, route, done))
 
-    async def _dispatch(self, request, route, outcome):
+    def _record(self, labels, started, status):
+        """Count a forwarded request by its labels and *status* (None: not counted)."""
+        if status is not None:
+            self.stats.record(*labels, status, seconds=self._clock.seconds() - started)
+
+    async def _dispatch(self, request, route, done):
+        outcome = Outcome()
         if route.endpoint.get("target") == "redis":
             if self.redis_target is None:
                 outcome.status = "unreachable"
-                return respond(request, 503, "Redis is not configured (REDIS_URL).")
-            return await self.redis_target.handle(request, route, outcome)
-        if route.endpoint.get("response_from") in ("http_async", "redis"):
+                result = respond(request, 503, "Redis is not configured (REDIS_URL).")
+            else:
+                result = await self.redis_target.handle(request, route, outcome)
+        elif route.endpoint.get("response_from") in ("http_async", "redis"):
             # the answer comes later, from /v3/responses or the Redis response stream
-            return await self._forward_and_wait(request, route, outcome)
-        return await self._forwarder.forward(request, route, outcome=outcome)
+            result = await self._forward_and_wait(request, route, outcome)
+        else:
+            outcome.status = await self._forwarder.forward_for_answer(request, route, None)
+            result = NOT_DONE_YET
+        done(outcome.status)
+        return result
 
     async def _forward_and_wait(self, request, route, outcome):
         correlation_id, answered = self._correlations.open(self._async_timeout)
         request.notifyFinish().addErrback(lambda _: answered.cancel())
-        accepted = await self._forwarder.forward(
-            request, route, extra_query="correlation=" + correlation_id, outcome=outcome
-        )
-        if not hasattr(accepted, "code"):  # answered directly (not 202), or failed
+        outcome.status, accepted = await self._forwarder.forward_for_answer(
+            request, route, "correlation=" + correlation_id)
+        if accepted is None:  # answered directly (not 202), or failed
             self._correlations.cancel(correlation_id)
-            return accepted
+            return NOT_DONE_YET
         try:
             answer = await answered
         except defer.TimeoutError:

@@ -33,7 +33,7 @@ def request_metadata(request, route, correlation=None):
                     for name, values in request.requestHeaders.getAllRawHeaders()
                     for value in values],
         "method": request.method.decode("latin-1"),
-        "path": forwarded_path(route, request.path.decode("utf-8", "replace")),
+        "path": forwarded_path(route, request.path).decode("utf-8", "replace"),
         "query": request.uri.partition(b"?")[2].decode("latin-1"),
     }
     if correlation is not None:

@@ -11,7 +11,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from rig.httputil import client_gone, redacted_path, respond
-from rig.hub.outbox import no_delay
+from rig.hub.outbox import no_delay, write_now
 
 _REQUEST_LINE = re.compile(rb"[A-Z]{3,10} ")
 
@@ -21,20 +21,39 @@ class BoundedRequest(server.Request):
 
     too_large = False
     client_gone = False  # the client closed its connection before the response finished
+    on_gone = None  # called when it does (as ``notifyFinish()`` errbacks, without a Deferred)
+    passed_headers = ()  # header lines sent as they are (a backend's, by the proxy)
     _body_bytes = 0
 
     def connectionLost(self, reason):
-        """The connection went before the response finished (what ``notifyFinish()``
-        errbacks on, without a Deferred per request)."""
         if not self.finished:
             self.client_gone = True
+            on_gone, self.on_gone = self.on_gone, None
+            if on_gone is not None:
+                on_gone()
         super().connectionLost(reason)
 
-    def setHeader(self, name, value):
-        """Responses do not name the server software and its version (Twisted sets it)."""
-        if name == b"Server" and value == server.version:
-            return
-        super().setHeader(name, value)
+    def process(self):
+        """As Twisted's, for a site whose root is a leaf (the Router) and without the
+        ``Server`` header: responses do not name the server software and its version.
+        The ``Date`` header is made once a second, not once per request."""
+        site = self.site = self.channel.site
+        self.setHeader(b"Date", site.date_header())
+        self.prepath, self.postpath, self.sitepath = [], self.path[1:].split(b"/"), []
+        try:
+            self.render(site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def write(self, data):
+        """Twisted's, then the response head goes out if no body came with it (the
+        channel holds the head to send it with the first body bytes, in one write)."""
+        channel = self.channel
+        if self.passed_headers and not self.startedWriting and channel is not None:
+            channel.passed_headers = self.passed_headers
+        super().write(data)
+        if getattr(channel, "held_head", None) is not None:
+            channel.write(b"")
 
     def _limit(self):
         """Proxied requests may carry big (disk-buffered) bodies; RIG's own routes may not."""
@@ -73,8 +92,51 @@ class RigChannel(http.HTTPChannel):
     totalHeadersSize = 65536
 
     _head_timer = None
+    _head_started = None  # when the first byte of the head in progress came
     _in_head = True  # the next bytes belong to a request head
     head_path = None  # the path of the request line being received (bodies are bounded by it)
+    held_head = None  # a response head waiting for the first bytes of its body
+    passed_headers = ()  # the writing request's header lines to send as they are
+    _host = None
+    _secure = None
+
+    # One write per response: Twisted writes the head and the body separately,
+    # and a lone transport.write costs a reactor turn and two epoll calls; an
+    # idle connection's bytes go straight to the socket instead.
+
+    def writeHeaders(self, version, code, reason, headers):
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        passed, self.passed_headers = self.passed_headers, ()
+        for line in passed:
+            head += (line, b"\r\n")
+        head.append(b"\r\n")
+        self.held_head = head
+
+    def write(self, data):
+        head = self.held_head
+        if head is not None:
+            self.held_head = None
+            head.append(data)
+            data = b"".join(head)
+        if data:
+            write_now(self.transport, data)
+
+    def writeSequence(self, iovec):
+        self.write(b"".join(iovec))
+
+    def getHost(self):
+        """The local address, asked of the socket once per connection, not per request."""
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
+    def isSecure(self):
+        if self._secure is None:
+            self._secure = super().isSecure()
+        return self._secure
 
     def connectionMade(self):
         super().connectionMade()
@@ -88,12 +150,16 @@ class RigChannel(http.HTTPChannel):
 
     # A request head must arrive whole within the site's header_timeout from its first
     # byte: the idle timeout restarts with every byte, so one header byte every few
-    # seconds would otherwise hold a connection (and a file descriptor) forever.
+    # seconds would otherwise hold a connection (and a file descriptor) forever. One
+    # timer per connection checks the head in progress when it fires (a timer set and
+    # cancelled per request would cost two heap operations on every request).
 
     def dataReceived(self, data):
-        if self._in_head and self._head_timer is None and self.site.header_timeout:
-            self._head_timer = self.site.reactor.callLater(self.site.header_timeout,
-                                                           self._head_timed_out)
+        if self._in_head and self._head_started is None and self.site.header_timeout:
+            self._head_started = self.site.reactor.seconds()
+            if self._head_timer is None:
+                self._head_timer = self.site.reactor.callLater(self.site.header_timeout,
+                                                               self._check_head)
         super().dataReceived(data)
 
     def lineReceived(self, line):
@@ -104,7 +170,7 @@ class RigChannel(http.HTTPChannel):
 
     def allHeadersReceived(self):
         self._in_head = False
-        self._cancel_head_timer()
+        self._head_started = None
         super().allHeadersReceived()
 
     def requestDone(self, request):
@@ -112,8 +178,15 @@ class RigChannel(http.HTTPChannel):
         self.head_path = None
         super().requestDone(request)
 
-    def _head_timed_out(self):
+    def _check_head(self):
         self._head_timer = None
+        started = self._head_started
+        if started is None:  # no head in progress: the next one sets a timer again
+            return
+        left = started + self.site.header_timeout - self.site.reactor.seconds()
+        if left > 0:  # a later head than the one the timer was set for
+            self._head_timer = self.site.reactor.callLater(left, self._check_head)
+            return
         text = b"Request head not received in time."
         self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain;"
                              b" charset=utf-8\r\ncontent-length: %d\r\nconnection: close"
@@ -185,6 +258,15 @@ class RigSite(server.Site):
     def log(self, request):
         pass
 
+    _date = (None, b"")
+
+    def date_header(self):
+        """The ``Date`` header's value, made again when the second changes."""
+        second = int(self.reactor.seconds())
+        if self._date[0] != second:
+            self._date = (second, http.datetimeToString(second))
+        return self._date[1]
+
     def channel_opened(self, channel):
         self._channels.add(channel)
         if self.draining:
@@ -230,6 +312,39 @@ class RigSite(server.Site):
         return len(busy)
 
 
+def _top_level_alternation(pattern):
+    depth, index, in_class = 0, 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 1
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        index += 1
+    return False
+
+
+def _literal_prefix(pattern):
+    """The plain text every match of *pattern* starts with (up to its first special)."""
+    if _top_level_alternation(pattern):
+        return ""
+    special = re.search(r"[\\.^$*+?{}\[\]|()]", pattern)
+    if special is None:
+        return pattern
+    end = special.start()
+    if special.group() in "*+?{":  # a quantifier: the character before it is optional
+        end -= 1
+    return pattern[:max(end, 0)]
+
+
 class Router(Resource):
     """Dispatches on (method, path pattern); anything unmatched goes to *fallback*.
 
@@ -242,7 +357,8 @@ class Router(Resource):
 
     def __init__(self, routes, fallback):
         super().__init__()
-        self._routes = [(re.compile(pattern), methods) for pattern, methods in routes]
+        self._routes = [(_literal_prefix(pattern), re.compile(pattern), methods)
+                        for pattern, methods in routes]
         self._fallback = fallback
 
     def render(self, request):
@@ -284,7 +400,9 @@ class Router(Resource):
     def _resolve(self, request):
         path = request.path.decode("utf-8", "replace")
         method = b"GET" if request.method == b"HEAD" else request.method
-        for pattern, methods in self._routes:
+        for prefix, pattern, methods in self._routes:
+            if not path.startswith(prefix):  # cheaper than the pattern, for proxied paths
+                continue
             match = pattern.fullmatch(path)
             if match is not None:
                 handler = methods.get(method) or methods.get(b"*")
