@@ -25,6 +25,7 @@ HOP_BY_HOP = frozenset((
 PASSED_NOT = HOP_BY_HOP | {b"date", b"content-length"}  # the gateway sets these
 SET_HERE = frozenset((b"host", b"content-length", b"forwarded", b"x-forwarded-for",
                       b"x-forwarded-proto", b"x-forwarded-host"))
+NOT_FORWARDED = HOP_BY_HOP | SET_HERE
 FORWARDED_METHODS = frozenset((b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD",
                                b"OPTIONS"))
 BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
@@ -68,7 +69,7 @@ def upstream_head(request, route, target, *, host, port, by_address):
     """The request head for the backend: the client's headers minus hop-by-hop ones,
     with Host, Forwarded and X-Forwarded-*, as bytes ready to send."""
     request_headers = request.requestHeaders
-    dropped = HOP_BY_HOP | SET_HERE
+    dropped = NOT_FORWARDED
     listed = request_headers.getRawHeaders(b"connection")
     if listed:
         dropped = dropped | _connection_tokens(listed)
@@ -126,9 +127,7 @@ class _Relay:
             self.pieces.append(data)
             return
         request = self.request
-        if request.client_gone:
-            self.response.abort()
-        elif not request.finished:
+        if not (request.client_gone or request.finished):  # a client that left aborted us
             request.write(data)
 
     def done(self, error):

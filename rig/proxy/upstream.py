@@ -15,7 +15,6 @@ producer, so a slow client stops the reading from the backend.
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.web.client import BrowserLikePolicyForHTTPS, FileBodyProducer
 
 from rig.hub.outbox import no_delay, write_now
@@ -116,8 +115,6 @@ class _Exchange:
 class UpstreamConnection(Protocol):
     """One keep-alive connection to a backend; one request at a time."""
 
-    log = Logger()
-
     def __init__(self, pool, key):
         self._pool = pool
         self.key = key
@@ -133,6 +130,7 @@ class UpstreamConnection(Protocol):
         self._producing = False  # the receiver registered us as its producer
         self._sending = None  # the request body's producer while it writes
         self._reusable = False
+        self._outcome = None  # how the response ended: None (complete) or the error
         self.served = 0  # requests completed on this connection
         self.idle_since = None
         self.closed = False
@@ -373,6 +371,7 @@ class UpstreamConnection(Protocol):
         receiver.producing(self.transport)
         if self._pending_bytes > PENDING_LIMIT:
             self.transport.resumeProducing()
+        self._pending_bytes = 0
 
     def _finish(self, error):
         """The response is complete (*error* None) or failed."""
@@ -407,8 +406,6 @@ class UpstreamConnection(Protocol):
         if not self.closed:
             self.transport.loseConnection()
 
-    _outcome = None
-
     def _fail(self, error):
         exchange = self._exchange
         self._reusable = False
@@ -422,8 +419,6 @@ class UpstreamConnection(Protocol):
 
 class UpstreamPool:
     """Keep-alive connections per backend, and the requests sent over them."""
-
-    log = Logger()
 
     def __init__(self, reactor, *, per_host=64, idle_timeout=60.0, connect_timeout=8.0,
                  tls_policy=None):

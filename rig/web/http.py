@@ -312,29 +312,10 @@ class RigSite(server.Site):
         return len(busy)
 
 
-def _top_level_alternation(pattern):
-    depth, index, in_class = 0, 0, False
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            index += 1
-        elif in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            return True
-        index += 1
-    return False
-
-
 def _literal_prefix(pattern):
-    """The plain text every match of *pattern* starts with (up to its first special)."""
-    if _top_level_alternation(pattern):
+    """The plain text every match of *pattern* starts with (up to its first special);
+    none for a pattern with an alternation (it might be at the top level)."""
+    if "|" in pattern:
         return ""
     special = re.search(r"[\\.^$*+?{}\[\]|()]", pattern)
     if special is None:
