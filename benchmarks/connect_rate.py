@@ -1,13 +1,15 @@
-"""Connection set-up rate: SSE connects per second, with and without a JWT.
+"""Connection set-up rate: SSE or WebSocket connects per second, with and without a JWT.
 
-Each connection sends ``GET /_rig/v1/connection/sse`` (optionally with
-``?jwt=``), waits for ``rig.subscriptions_set`` (the connection is live), and
-closes. ``--concurrency`` connections are in flight at once. Run the gateway
-on another core (``taskset -c 0``) with ``MAX_CONNECTIONS_PER_MINUTE`` high
+Each connection sends ``GET /_rig/v1/connection/sse`` (or the WebSocket
+upgrade with ``--transport ws``; optionally with ``?jwt=``), waits for
+``rig.subscriptions_set`` (the connection is live), and closes.
+``--concurrency`` connections are in flight at once. Run the gateway on
+another core (``taskset -c 0``) with ``MAX_CONNECTIONS_PER_MINUTE`` high
 enough, and this with ``taskset -c 1``.
 
     python benchmarks/connect_rate.py --url http://127.0.0.1:4000 --count 5000
     python benchmarks/connect_rate.py --jwt-secret mysecret --count 5000
+    python benchmarks/connect_rate.py --transport ws --count 5000
 """
 import argparse
 import json
@@ -25,8 +27,10 @@ def make_token(secret, claims):
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
-def run(host, port, path, count, concurrency, timeout):
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").encode()
+def run(host, port, path, count, *, concurrency, timeout, websocket=False):
+    upgrade = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") if websocket else ""
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{upgrade}\r\n").encode()
     selector = selectors.DefaultSelector()
     started = done = failed = 0
     latencies = []
@@ -57,7 +61,7 @@ def run(host, port, path, count, concurrency, timeout):
                     raise ConnectionError("closed")
                 state[1] += chunk
                 if b"rig.subscriptions_set" not in state[1]:
-                    if b" 200 " not in state[1][:20] and b"\r\n\r\n" in state[1]:
+                    if state[1][9:12] not in (b"200", b"101") and b"\r\n\r\n" in state[1]:
                         raise ConnectionError(state[1].split(b"\r\n", 1)[0].decode())
                     continue
                 latencies.append(time.monotonic() - state[0])
@@ -86,14 +90,16 @@ def main():
     parser.add_argument("--jwt-secret", help="add ?jwt= signed HS256 with this secret")
     parser.add_argument("--subscriptions", default='[{"eventType":"greeting"}]')
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--transport", choices=("sse", "ws"), default="sse")
     args = parser.parse_args()
     url = urlsplit(args.url)
     query = "subscriptions=" + quote(args.subscriptions, safe="")
     if args.jwt_secret:
         query += "&jwt=" + make_token(args.jwt_secret, {"username": "alice", "jti": "bench"})
-    path = "/_rig/v1/connection/sse?" + query
-    result = run(url.hostname, url.port or 80, path, args.count, args.concurrency, args.timeout)
-    result["jwt"] = bool(args.jwt_secret)
+    path = f"/_rig/v1/connection/{args.transport}?" + query
+    result = run(url.hostname, url.port or 80, path, args.count, concurrency=args.concurrency,
+                 timeout=args.timeout, websocket=args.transport == "ws")
+    result.update(transport=args.transport, jwt=bool(args.jwt_secret))
     print(json.dumps(result))
 
 

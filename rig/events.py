@@ -13,8 +13,8 @@ HTTP status and a one-sentence response body; nothing else is raised.
 
 import datetime
 import json
+import os
 import re
-import uuid
 from collections.abc import Mapping
 
 import attrs
@@ -298,13 +298,24 @@ def parse_http(content_type: str | None, headers: Mapping[str, str], body: bytes
     return _parse_binary(content_type, headers, body)
 
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # stateless
+
+
+def _uuid4_text() -> str:
+    """``str(uuid.uuid4())`` in less than half its time: every connect makes two."""
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]
+    return (f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-"
+            f"{digits[20:]}")
+
+
 def rig_event(event_type: str, data=None, *, now: float) -> CloudEvent:
     """A RIG-generated CloudEvents 1.0 event (``source`` ``rig``, fresh uuid4 id).
 
     *now* is a unix timestamp; ``time`` is RFC 3339 UTC with microseconds.
     Without *data* (None) the event has no ``data`` attribute.
     """
-    event_id = str(uuid.uuid4())
+    event_id = _uuid4_text()
     time = datetime.datetime.fromtimestamp(now, tz=datetime.UTC).isoformat(timespec="microseconds")
     document = {
         "specversion": "1.0",
@@ -316,7 +327,7 @@ def rig_event(event_type: str, data=None, *, now: float) -> CloudEvent:
     if data is not None:
         document["data"] = data
     try:
-        encoded = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        encoded = _COMPACT_JSON.encode(document).encode("utf-8")
     except UnicodeEncodeError:
         encoded = json.dumps(document, separators=(",", ":")).encode("ascii")
     return CloudEvent("1.0", event_type, event_id, document, encoded)

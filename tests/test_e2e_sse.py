@@ -147,3 +147,29 @@ async def test_shutdown_ends_the_stream(make_gateway):
     await gateway.service.stopService()
     assert await client.response_body() == client.body
     assert client.body.endswith(b"\n\n")
+
+
+def test_the_response_head_goes_out_with_the_first_frame_in_one_write():
+    """One send per connect, not two: the head waits for the welcome, then nothing waits."""
+    from types import SimpleNamespace
+
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    from rig.connections.sse import SSEConnection
+    from rig.hub.hub import Hub
+
+    class CountingTransport(StringTransport):
+        writes = 0
+
+        def write(self, data):
+            self.writes += 1
+            super().write(data)
+
+    transport = CountingTransport()
+    request = SimpleNamespace(channel=SimpleNamespace(transport=transport), chunked=False)
+    head = b"HTTP/1.1 200 OK\r\n\r\n"
+    connection = SSEConnection(Hub(MemoryReactorClock()), request, 1, head=head)
+    connection.write_frame(b"data: 1\n\n")
+    assert (transport.writes, transport.value()) == (1, b"HTTP/1.1 200 OK\r\n\r\ndata: 1\n\n")
+    connection.write_frame(b"data: 2\n\n")
+    assert transport.value().endswith(b"\n\ndata: 2\n\n") and transport.writes == 2

@@ -1,6 +1,7 @@
 """WebSocket end to end: real listener, autobahn client."""
 import pytest_twisted
 
+from rig.connections.ws import NO_TWO_WAY
 from tests.support import greeting, subs_query
 
 ALICE = [{"eventType": "greeting", "oneOf": [{"name": "alice"}]}]
@@ -71,3 +72,22 @@ async def test_shutdown_closes_with_going_away(make_gateway):
     await gateway.service.stopService()
     code, _reason = await client.close_info()
     assert code == 1001
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_connection_keeps_little_and_still_works(gateway):
+    """autobahn's options live on the class and the idle defaults and handshake
+    leftovers are dropped; events, pings and the close handshake still work."""
+    client = await gateway.ws("?subscriptions=" + subs_query(ALICE))
+    await client.welcome()
+    (connection,) = gateway.hub.connections.values()
+    own = vars(connection)
+    assert len(own) <= 20, sorted(own)
+    assert not {"http_headers", "http_request_data", "maxFramePayloadSize", "_wskey"} & set(own)
+    assert type(connection.send_queue).__name__ == "_SendQueue"
+    assert connection.maxFramePayloadSize == 65536  # the factory's option, from the class
+    assert connection.perMessageCompressionAccept(["an offer"]) is None  # not a method
+    await gateway.publish(greeting("alice", "a2"))
+    assert (await client.next_event())["id"] == "a2"
+    client.send_text("hello")  # autobahn's own paths still find what they read
+    assert await client.close_info() == (1000, NO_TWO_WAY)

@@ -9,7 +9,7 @@ from rig.events import rig_event
 from rig.httputil import client_gone, respond
 from rig.hub.closing import SHUTDOWN
 from rig.hub.interface import IConnection
-from rig.hub.outbox import buffered_bytes, no_delay, write_now
+from rig.hub.outbox import buffered_bytes, write_now
 
 
 @implementer(IConnection)
@@ -20,6 +20,7 @@ class SSEConnection:
     log = Logger()
     __slots__ = (
         "__weakref__",
+        "_head",
         "_heartbeat",
         "_send_limit",
         "framer",
@@ -30,11 +31,11 @@ class SSEConnection:
         "transport",
     )
 
-    def __init__(self, hub, request, local_id):
+    def __init__(self, hub, request, local_id, head=b""):
         self.hub = hub
         self.request = request
         self.transport = request.channel.transport
-        no_delay(self.transport)
+        self._head = head  # the response head, sent with the first frame
         self.local_id = local_id
         self.token = hub.token_for(local_id)
         self._send_limit = hub.send_queue_limit
@@ -62,6 +63,8 @@ class SSEConnection:
 
     def write_frame(self, data):
         transport = self.transport
+        if self._head:
+            data, self._head = self._head + data, b""
         if transport is None or write_now(transport, data, self._send_limit):
             return
         self.hub.slow_client(self, buffered_bytes(transport), self.hub.send_queue_limit,
@@ -81,6 +84,7 @@ class SSEConnection:
         if reason.sse_event is not None:
             last = self.framer(rig_event(reason.sse_event, None, now=self.hub.reactor.seconds()),
                                self.hub.history.position_id())
+        last, self._head = self._head + last, b""
         if last:
             write_now(transport, last)
         self.request.finish()
@@ -108,8 +112,10 @@ async def serve_sse(hub, cors, request):
     request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
     request.setHeader(b"cache-control", b"no-cache")
     request.setHeader(b"access-control-allow-origin", cors)
-    request.write(b"")  # the headers go out now; frames follow on the raw transport
-    connection = SSEConnection(hub, request, hub.new_local_id())
+    # the head goes out with the welcome (one send, not two); frames follow on the raw
+    # transport
+    connection = SSEConnection(hub, request, hub.new_local_id(), head=request.start_stream())
     request.notifyFinish().addBoth(connection._lost)
-    admission.join(hub, connection)
+    if admission.join(hub, connection) is not None:
+        connection.heartbeat()  # the cluster is yet to confirm: the head goes out now
     return NOT_DONE_YET

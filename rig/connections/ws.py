@@ -5,6 +5,8 @@ refusal is a close frame (code 1000, or 1001 while the node shuts down) with
 RIG's reason. The protocol object is itself the hub connection, to keep an
 idle connection small.
 """
+from types import FunctionType
+
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
@@ -16,16 +18,46 @@ from rig.connections.frames import WS_PING, ws_frame
 from rig.connections.setup import SetupError, admit
 from rig.hub.closing import SHUTDOWN
 from rig.hub.interface import IConnection
-from rig.hub.outbox import buffered_bytes, no_delay, write_now
+from rig.hub.outbox import buffered_bytes, write_now
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN  # a global: read once per frame, on the hot path
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
 TOO_SLOW = "Too slow."
+# What autobahn keeps of the opening handshake, never read once the socket is open.
 _HANDSHAKE_LEFTOVERS = (
     "http_request_data", "http_headers", "http_response_data", "http_request_params",
     "http_request_uri", "http_request_path", "http_request_host", "http_status_line",
-    "websocket_protocols", "websocket_extensions",
+    "websocket_protocols", "websocket_extensions", "websocket_origin", "_wskey",
+    "_transport_details",
 )
+# What autobahn sets on every connection that an open, idle one holds at these values.
+# They are class attributes here (None for the leftovers), and an open connection drops
+# its own copies: an idle connection's __dict__ shrinks from 90 entries (3.3 KB) to 16.
+_IDLE_DEFAULTS = dict.fromkeys((
+    *_HANDSHAKE_LEFTOVERS, "websocket_protocol_in_use", "_perMessageCompress",
+    "trackedTimings", "wasNotCleanReason", "localCloseCode", "localCloseReason",
+    "remoteCloseCode", "remoteCloseReason", "openHandshakeTimeoutCall",
+    "closeHandshakeTimeoutCall", "autoPingTimeoutCall", "autoPingPending",
+    "autoPingPendingCall", "autoPingPendingSent", "current_frame", "_query",
+))
+_IDLE_DEFAULTS.update(dict.fromkeys((
+    "triggered", "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded",
+    "closedByMe", "failedByMe", "droppedByMe", "wasClean", "wasServerConnectionDropTimeout",
+    "wasOpenHandshakeTimeout", "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
+    "inside_message",
+), False))
+_IDLE_DEFAULTS.update(data=b"", autoPingPendingSeq=0,
+                      send_state=WebSocketServerProtocol.SEND_STATE_GROUND)
+
+
+class _SendQueue(list):
+    """autobahn's queue for chopped or synchronous sends (which txrig never makes):
+    a list, where autobahn's deque costs 760 bytes per connection before a byte is queued."""
+
+    __slots__ = ()
+
+    def popleft(self):
+        return self.pop(0)
 
 
 class _NoDebugLogger(Logger):
@@ -56,10 +88,11 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request):
         self._query = request.params
+        self.send_queue = _SendQueue()  # still empty: nothing is sent before the answer
 
     def onOpen(self):
         query, self._query = self._query, None
-        self._forget_handshake()
+        self._slim()
         ensureDeferred(self._admit(query)).addErrback(self._admit_failed)
 
     def _admit_failed(self, failure):
@@ -85,14 +118,20 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         self.local_id = hub.new_local_id()
         self.token = hub.token_for(self.local_id)
         self._send_limit = hub.send_queue_limit
-        no_delay(self.transport)
         admission.join(hub, self)
 
-    def _forget_handshake(self):
-        """Drop what autobahn keeps of the HTTP handshake: idle connections stay small."""
+    def _slim(self):
+        """Drop the attributes an idle connection holds at their class defaults (the
+        handshake's among them) and compact what is left: idle connections stay small."""
+        own = self.__dict__
         for name in _HANDSHAKE_LEFTOVERS:
-            if name in self.__dict__:
-                setattr(self, name, None)
+            own.pop(name, None)
+        for name, default in _IDLE_DEFAULTS.items():
+            value = own.get(name, own)
+            if value is default or (value is not own and value == default
+                                    and type(value) is type(default)):
+                del own[name]
+        self.__dict__ = dict(own)  # a dict never shrinks by deletion; a copy is compact
 
     def onMessageBegin(self, isBinary):
         if self.state == self.STATE_OPEN:
@@ -163,6 +202,10 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         return _fired_with(self.is_closed)
 
 
+for _name, _default in _IDLE_DEFAULTS.items():
+    setattr(RigWebSocketProtocol, _name, _default)
+
+
 class RigWebSocketFactory(WebSocketServerFactory):
     protocol = RigWebSocketProtocol
 
@@ -173,8 +216,29 @@ class RigWebSocketFactory(WebSocketServerFactory):
             autoPingInterval=0,  # the hub pings every connection from one timer
             maxFramePayloadSize=65536,
             maxMessagePayloadSize=65536,
-            perMessageCompressionAccept=lambda offers: None,
+            perMessageCompressionAccept=_no_compression,
         )
+        self.protocol = _configured(RigWebSocketProtocol, self)
+
+
+def _no_compression(offers):
+    return None
+
+
+def _configured(protocol, factory):
+    """A subclass of *protocol* holding *factory*'s options as class attributes.
+
+    autobahn copies about 30 options from the factory onto every new connection
+    (and pretty-prints them for a debug line, even when nothing logs it): a third
+    of a WebSocket's set-up time in a reconnect storm, and 30 entries in every
+    idle connection's __dict__. With the options on the class there is nothing
+    to copy.
+    """
+    options = {name: getattr(factory, name) for name in protocol.CONFIG_ATTRS}
+    for name, value in options.items():
+        if isinstance(value, FunctionType):  # a callback option must not become a method
+            options[name] = staticmethod(value)
+    return type(protocol.__name__, (protocol,), {**options, "CONFIG_ATTRS": ()})
 
 
 def _fired_with(source):

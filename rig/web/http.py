@@ -55,6 +55,17 @@ class BoundedRequest(server.Request):
         if getattr(channel, "held_head", None) is not None:
             channel.write(b"")
 
+    def start_stream(self):
+        """Commit the response head (status and headers) without sending it, and return
+        its bytes: a stream sends them with its first bytes, one send instead of two."""
+        super().write(b"")
+        channel = self.channel
+        head = getattr(channel, "held_head", None)
+        if head is None:
+            return b""  # not a RigChannel: the head went out the ordinary way
+        channel.held_head = None
+        return b"".join(head)
+
     def _limit(self):
         """Proxied requests may carry big (disk-buffered) bodies; RIG's own routes may not."""
         site = self.channel.site
