@@ -13,9 +13,9 @@ HTTP status and a one-sentence response body; nothing else is raised.
 
 import datetime
 import json
-import os
 import re
 from collections.abc import Mapping
+from random import getrandbits
 
 import attrs
 
@@ -302,8 +302,10 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # s
 
 
 def _uuid4_text() -> str:
-    """``str(uuid.uuid4())`` in less than half its time: every connect makes two."""
-    digits = os.urandom(16).hex()
+    """A random (version 4) UUID as text, in a fifth of ``str(uuid.uuid4())``'s time:
+    every connect makes two. An event id must be unique, not secret, so it comes from
+    ``random`` (reseeded in a forked child) rather than a ``getrandom`` call each."""
+    digits = f"{getrandbits(128):032x}"
     variant = "89ab"[int(digits[16], 16) & 3]
     return (f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-"
             f"{digits[20:]}")

@@ -680,3 +680,11 @@ def test_parse_http_only_raises_event_error(content_type, headers, body):
         assert isinstance(event.json, bytes)
         assert json.loads(event.json.decode("utf-8")) == event.document
         event_sse_name(event).encode("utf-8")
+
+
+def test_rig_event_ids_are_distinct_version_4_uuids():
+    ids = [rig_event("rig.x", now=0.0).id for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
