@@ -302,7 +302,7 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # s
 
 
 def _uuid4_text() -> str:
-    """A random (version 4) UUID as text, in a fifth of ``str(uuid.uuid4())``'s time:
+    """A random (version 4) UUID as text, in half of ``str(uuid.uuid4())``'s time:
     every connect makes two. An event id must be unique, not secret, so it comes from
     ``random`` (reseeded in a forked child) rather than a ``getrandom`` call each."""
     digits = f"{getrandbits(128):032x}"

@@ -32,7 +32,7 @@ _HANDSHAKE_LEFTOVERS = (
 )
 # What autobahn sets on every connection that an open, idle one holds at these values.
 # They are class attributes here (None for the leftovers), and an open connection drops
-# its own copies: an idle connection's __dict__ shrinks from 90 entries (3.3 KB) to 16.
+# its own copies: an idle connection's __dict__ shrinks from 90 entries (3.3 KB) to 17.
 _IDLE_DEFAULTS = dict.fromkeys((
     *_HANDSHAKE_LEFTOVERS, "websocket_protocol_in_use", "_perMessageCompress",
     "trackedTimings", "wasNotCleanReason", "localCloseCode", "localCloseReason",
@@ -60,6 +60,13 @@ class _SendQueue(list):
         return self.pop(0)
 
 
+def _with_idle_defaults(cls):
+    """Give *cls* the values an idle connection drops from its own __dict__ (``_slim``)."""
+    for name, default in _IDLE_DEFAULTS.items():
+        setattr(cls, name, default)
+    return cls
+
+
 class _NoDebugLogger(Logger):
     """autobahn logs the raw opening handshake at debug level, ``?jwt=`` and all;
     a client's token must never reach the logs, so its debug events are dropped."""
@@ -69,6 +76,7 @@ class _NoDebugLogger(Logger):
 
 
 @implementer(IConnection)
+@_with_idle_defaults
 class RigWebSocketProtocol(WebSocketServerProtocol):
     kind = "ws"
     framer = staticmethod(ws_frame)
@@ -200,10 +208,6 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
                 code=reason.ws_code, reasonUtf8=(reason.ws_reason or "").encode(), isReply=False
             )
         return _fired_with(self.is_closed)
-
-
-for _name, _default in _IDLE_DEFAULTS.items():
-    setattr(RigWebSocketProtocol, _name, _default)
 
 
 class RigWebSocketFactory(WebSocketServerFactory):
