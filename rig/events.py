@@ -54,6 +54,8 @@ _PLAIN_ATTRIBUTES = frozenset(
         "subject",
         "datacontenttype",
         "contenttype",
+        "traceparent",  # the CloudEvents distributed-tracing extension
+        "tracestate",
     )
 )
 

@@ -38,6 +38,7 @@ from rig.recovery import History
 from rig.streams.source import RedisSource
 from rig.systemd import SystemdService
 from rig.tls import load_server_options, tls_factory
+from rig.tracing.config import build_tracing
 from rig.twistedcompat import forget_sigterm
 from rig.web.inbound import inbound_site
 from rig.web.internal import internal_site
@@ -168,6 +169,7 @@ class RigService(MultiService):
     owner_calls = None  # its OwnerCalls
     metrics = None
     systemd = None
+    tracing = None
 
     def __init__(self, hub):
         super().__init__()
@@ -214,6 +216,7 @@ class RigService(MultiService):
         boot = make_boot(reactor.seconds()) if settings.cluster_listen else None
         codec = TokenCodec.from_cookie(node, settings.node_cookie,
                                        boot_id=token_boot(boot) if boot else None)
+        tracing, tracing_service = build_tracing(settings, reactor, node=node)
         hub = Hub(
             reactor,
             extractors=settings.extractors,
@@ -221,7 +224,7 @@ class RigService(MultiService):
             max_connections_per_minute=settings.max_connections_per_minute,
             heartbeat_interval=settings.heartbeat_interval,
             send_queue_limit=settings.send_queue_limit,
-            auth=Authority.from_settings(settings, reactor),
+            auth=Authority.from_settings(settings, reactor, tracing=tracing),
             history=History(reactor, max_events=settings.recovery_history_size,
                             max_age=settings.recovery_history_age,
                             # in a cluster, any node can tell whose position an SSE id is
@@ -230,6 +233,10 @@ class RigService(MultiService):
         service = cls(hub)
         service.settings = settings
         HubService(hub, close_timeout=settings.shutdown_drain_timeout).setServiceParent(service)
+        service.tracing = tracing
+        if tracing_service is not None:  # stopped after the listeners: the last spans go out
+            tracing_service.setName("tracing")
+            tracing_service.setServiceParent(service)
         store = ApiStore(reactor, node)
         for api in settings.proxy_config:
             store.create(api)
@@ -253,7 +260,8 @@ class RigService(MultiService):
                 response_stream=settings.proxy_redis_response_stream,
                 correlations=correlations,
                 # entries wait in the group (for other nodes) until this one knows its peers
-                ready=service.cluster.when_synced if service.cluster is not None else None)
+                ready=service.cluster.when_synced if service.cluster is not None else None,
+                tracing=tracing)
             redis_target = RedisTarget(
                 service.redis, correlations, cors=settings.cors.encode("utf-8"),
                 timeout=settings.proxy_redis_response_timeout)
@@ -270,7 +278,7 @@ class RigService(MultiService):
             correlations=correlations, validator=hub.auth.validator,
             cors=settings.cors.encode("utf-8"), request_log="console" in settings.request_log,
             async_timeout=settings.proxy_http_async_response_timeout, clock=reactor,
-            redis_target=redis_target,
+            redis_target=redis_target, tracing=tracing,
         )
         service.metrics = build_metrics(
             reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,

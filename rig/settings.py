@@ -24,6 +24,7 @@ from rig.streams.source import parse_redis_url
 from rig.subscriptions.extractors import ExtractorConfig, parse_extractors
 from rig.subscriptions.pointer import parse_pointer
 from rig.tls import load_certificates, load_private_key, server_options
+from rig.tracing import config as tracing
 
 
 class SettingsError(Exception):
@@ -98,6 +99,25 @@ class Settings:
     discovery_type: str | None = None
     dns_name: str = "localhost"
     workers: int = 1
+    # tracing (rig/tracing/config.py says which exporter each one configures)
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_exporter_otlp_headers: tuple = attrs.field(default=(), repr=False)
+    otel_exporter_otlp_timeout: float = 10.0
+    otel_exporter_otlp_compression: str = "none"
+    otel_exporter_otlp_protocol: str = "http/protobuf"
+    otel_service_name: str = ""
+    otel_resource_attributes: tuple = ()
+    otel_traces_sampler: str = "parentbased_always_on"
+    otel_traces_sampler_arg: float = 1.0
+    otel_bsp_schedule_delay: float = 5.0
+    otel_bsp_max_queue_size: int = 2048
+    otel_bsp_max_export_batch_size: int = 512
+    zipkin_addr: str | None = None
+    zipkin_service_name: str = "rig"
+    jaeger_host: str | None = None
+    jaeger_port: int = 6831
+    jaeger_service_name: str = "rig"
     # set by the supervisor for each of its workers, never read from a file or variable
     worker_index: int | None = None
     worker_siblings: tuple = ()
@@ -181,6 +201,11 @@ def _port(number):
     if not 0 <= number <= 65535:
         raise ValueError(f"port number must be 0..65535, got {number}")
     return number
+
+
+def _port_number():
+    check_int, parse_int = _integer(1)
+    return (lambda value: _port(check_int(value))), (lambda text: _port(parse_int(text)))
 
 
 def _text(value):
@@ -625,6 +650,25 @@ _SPECS = (
     _spec("discovery_type", "DISCOVERY_TYPE", _discovery),
     _spec("dns_name", "DNS_NAME", _text),
     _spec("workers", "WORKERS", _workers),
+    _spec("otel_exporter_otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", _url),
+    _spec("otel_exporter_otlp_traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", _url),
+    _spec("otel_exporter_otlp_headers", "OTEL_EXPORTER_OTLP_HEADERS", tracing.otlp_headers),
+    _spec("otel_exporter_otlp_timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", *_milliseconds()),
+    _spec("otel_exporter_otlp_compression", "OTEL_EXPORTER_OTLP_COMPRESSION",
+          tracing.compression),
+    _spec("otel_exporter_otlp_protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", tracing.protocol),
+    _spec("otel_service_name", "OTEL_SERVICE_NAME", _text),
+    _spec("otel_resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", tracing.resource_attributes),
+    _spec("otel_traces_sampler", "OTEL_TRACES_SAMPLER", tracing.sampler_name),
+    _spec("otel_traces_sampler_arg", "OTEL_TRACES_SAMPLER_ARG", tracing.ratio),
+    _spec("otel_bsp_schedule_delay", "OTEL_BSP_SCHEDULE_DELAY", *_milliseconds()),
+    _spec("otel_bsp_max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE", *_integer(1)),
+    _spec("otel_bsp_max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", *_integer(1)),
+    _spec("zipkin_addr", "ZIPKIN_ADDR", _url),
+    _spec("zipkin_service_name", "ZIPKIN_SERVICE_NAME", _text),
+    _spec("jaeger_host", "JAEGER_HOST", _text),
+    _spec("jaeger_port", "JAEGER_PORT", *_port_number()),
+    _spec("jaeger_service_name", "JAEGER_SERVICE_NAME", _text),
 )
 
 

@@ -16,6 +16,7 @@ from rig.auth.checks import (
     make_check,
 )
 from rig.auth.jwt import JWTValidator, NoJWTValidation, load_key
+from rig.tracing.context import parse_traceparent
 
 NOW = 1_700_000_000
 SECRET = "k" * 64
@@ -268,10 +269,22 @@ def test_external_post_receives_url_body_content_type_and_joined_authorization()
     url, sent_body, headers, _ = post.calls[0]
     assert url == URL
     assert sent_body == body
+    assert parse_traceparent(headers.pop("traceparent")) is not None  # a new trace
     assert headers == {
         "content-type": "application/json; charset=utf-8",
         "authorization": "Bearer a, Bearer b, Bearer c, raw",
     }
+
+
+def test_external_post_carries_a_child_of_the_checked_requests_trace():
+    _, post, check = external()
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    check.allows(CheckRequest(b"{}", "application/json", (), parent, "congo=t61rcWkgMzE"))
+    headers = post.calls[0][2]
+    trace_id, span_id, flags = parse_traceparent(headers["traceparent"])
+    assert (trace_id, flags) == ("0af7651916cd43dd8448eb211c80319c", "01")
+    assert span_id != "b7ad6b7169203331"
+    assert headers["tracestate"] == "congo=t61rcWkgMzE"
 
 
 def test_external_post_without_authorization_sends_none():

@@ -1,4 +1,5 @@
 """The operators' door (issue 13): bearer tokens, client certificates, a warning, no Server."""
+import base64
 import json
 
 import pytest
@@ -19,6 +20,10 @@ EPHEMERAL = "tcp:0:interface=127.0.0.1"
 BLACKLIST = {"sessionId": "s", "validityInSeconds": 60}
 
 
+def basic(user, password):
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 async def status(gateway, method, path, **kwargs):
     response = await gateway.request(method, path, internal=True, **kwargs)
     await within(response.text())
@@ -34,13 +39,16 @@ async def test_with_tokens_every_internal_endpoint_but_health_and_metrics_needs_
                                ("GET", "/v3/cluster", None), ("POST", "/v3/messages", {}),
                                ("GET", "/v3/health", None), ("GET", "/nowhere", None)):
         for headers in ({}, {"authorization": "Bearer wrong-token-0123456789"},
-                        {"authorization": f"Basic {TOKEN}"},
+                        {"authorization": f"Basic {TOKEN}"},  # not base64
+                        {"authorization": "Basic " + basic("admin", "wrong-token-0123456789")},
+                        {"authorization": "Basic " + basic(TOKEN, "")},
                         {"authorization": f"Bearer {TOKEN}x"}):
             response = await gateway.request(method, path, internal=True, json=body,
                                              headers=headers)
             assert response.code == 401, (path, headers)
             assert response.headers.getRawHeaders("www-authenticate") == [
-                'Bearer realm="rig internal API"']
+                'Bearer realm="rig internal API"',
+                'Basic realm="rig internal API", charset="UTF-8"']  # a browser asks
             assert json.loads(await within(response.text())) == {
                 "errors": {"detail": "Unauthorized"}}
     bearer = {"authorization": "Bearer second-token-abcdefghij"}
@@ -49,6 +57,9 @@ async def test_with_tokens_every_internal_endpoint_but_health_and_metrics_needs_
                         headers={"authorization": f"bearer {TOKEN}"}) == 201
     assert await status(gateway, "GET", "/health") == 200
     assert await status(gateway, "GET", "/metrics") == 200
+    # a browser's login: any user name, a token as the password
+    assert await status(gateway, "GET", "/v3/apis", headers={
+        "authorization": "Basic " + basic("operator", TOKEN)}) == 200
     # the public port is not affected
     response = await gateway.request("GET", "/_rig/health")
     assert response.code == 200

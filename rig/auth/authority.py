@@ -24,7 +24,7 @@ class Authority:
         return cls(NoJWTValidation(), Blacklist(clock))
 
     @classmethod
-    def from_settings(cls, settings, clock, http=None):
+    def from_settings(cls, settings, clock, http=None, tracing=None):
         blacklist = Blacklist(clock)
         http = http or outbound_http(clock)
         jwks = None
@@ -40,12 +40,12 @@ class Authority:
             validator = NoJWTValidation()
             validator.session_pointer = settings.jwt_session_field
 
-        def check(spec):
+        def check(spec, name):
             return make_check(spec, validator=validator, post=http.post_status, clock=clock,
-                              timeout=settings.auth_check_timeout)
+                              timeout=settings.auth_check_timeout, tracing=tracing, name=name)
 
-        return cls(validator, blacklist, check(settings.subscription_check),
-                   check(settings.submission_check), jwks)
+        return cls(validator, blacklist, check(settings.subscription_check, "subscription check"),
+                   check(settings.submission_check, "submission check"), jwks)
 
     def start(self):
         self.blacklist.start()

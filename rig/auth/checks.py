@@ -10,6 +10,7 @@ from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
 from rig.auth.jwt import InvalidJWT
+from rig.tracing.tracer import CLIENT, Tracing
 
 
 @attrs.frozen
@@ -17,6 +18,19 @@ class CheckRequest:
     body: bytes
     content_type: str
     authorization: tuple  # the raw Authorization values, in order
+    traceparent: str | None = None  # of the request being checked, passed on to a URL check
+    tracestate: str | None = None
+
+
+def trace_context(request):
+    """``(traceparent, tracestate)`` text of a twisted.web request (None where absent)."""
+    headers = request.requestHeaders
+    traceparent = headers.getRawHeaders(b"traceparent")
+    if traceparent is None:
+        return None, None
+    tracestate = headers.getRawHeaders(b"tracestate")
+    return (traceparent[0].decode("latin-1"),
+            b",".join(tracestate).decode("latin-1") if tracestate else None)
 
 
 def authorization_tokens(values, *, lenient):
@@ -60,23 +74,32 @@ class JWTValidationCheck:
 
 @attrs.define
 class ExternalCheck:
-    """Asks an external service; its status code decides."""
+    """Asks an external service; its status code decides. The POST carries a
+    ``traceparent`` that is a child of the checked request's (a new trace without one)."""
 
     log = Logger()
     url: str
     post: object  # (url, body, headers) -> Deferred of status code
     clock: object
     timeout: float = 5.0
+    tracing: object = attrs.Factory(lambda self: Tracing(self.clock), takes_self=True)
+    name: str = "check"
 
     def allows(self, request):
-        headers = {"content-type": request.content_type}
+        trace = self.tracing.start(self.name, request.traceparent, request.tracestate,
+                                   kind=CLIENT,
+                                   attributes={"url.full": self.url, "http.request.method": "POST"}
+                                   if self.tracing.exporting else None)
+        headers = {"content-type": request.content_type, **trace.headers()}
         if request.authorization:
             headers["authorization"] = ", ".join(request.authorization)
         asking = self.post(self.url, request.body, headers)
         asking.addTimeout(self.timeout, self.clock)
-        return asking.addCallbacks(self._decide, self._unanswered)
+        return asking.addCallbacks(self._decide, self._unanswered, callbackArgs=(trace,),
+                                   errbackArgs=(trace,))
 
-    def _decide(self, status):
+    def _decide(self, status, trace):
+        trace.end(status)
         if 200 <= status < 300:
             return True
         if status not in (401, 403):
@@ -84,16 +107,17 @@ class ExternalCheck:
                           url=self.url, status=status)
         return False
 
-    def _unanswered(self, failure):
-        self.log.warn("Authorization check {url} failed ({why}); denying", url=self.url,
-                      why=failure.getErrorMessage() or failure.type.__name__)
+    def _unanswered(self, failure, trace):
+        why = failure.getErrorMessage() or failure.type.__name__
+        trace.end(error=why)
+        self.log.warn("Authorization check {url} failed ({why}); denying", url=self.url, why=why)
         return False
 
 
-def make_check(spec, *, validator, post, clock, timeout):
+def make_check(spec, *, validator, post, clock, timeout, tracing=None, name="check"):
     """The check named by a setting value: no_check, jwt_validation or a URL."""
     if spec == "no_check":
         return NoCheck()
     if spec == "jwt_validation":
         return JWTValidationCheck(validator)
-    return ExternalCheck(spec, post, clock, timeout)
+    return ExternalCheck(spec, post, clock, timeout, tracing or Tracing(clock), name)

@@ -69,13 +69,14 @@ def query_arg(args, name):
     return value or None
 
 
-async def admit(hub, args, *, longpoll=False, last_event_id=None):
+async def admit(hub, args, *, longpoll=False, last_event_id=None, trace=(None, None)):
     """The Admission of a new connection, or SetupError.
 
     Long polling checks the rate limit first and accepts the wrapped
     ``{"subscriptions": [...]}`` form, as RIG does. The client resumes from
     *last_event_id* (SSE's ``Last-Event-ID`` header) or else from the
-    ``lastEventId`` query parameter.
+    ``lastEventId`` query parameter. *trace* is the request's ``(traceparent,
+    tracestate)``, for an external subscription check.
     """
     if hub.closing:  # this node is shutting down: connect to another one
         raise SetupError(503, SHUTTING_DOWN, close_reason=SHUTDOWN.ws_reason,
@@ -109,6 +110,7 @@ async def admit(hub, args, *, longpoll=False, last_event_id=None):
             json.dumps({"subscriptions": decoded}).encode(),
             "application/json; charset=utf-8",
             (f"Bearer {token}",) if token is not None else (),
+            *trace,
         )
         if not await hub.auth.subscription_check.allows(check):
             raise SetupError(400, DENIED)

@@ -3,6 +3,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from rig.auth.checks import trace_context
 from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plain_frame
 from rig.connections.setup import SetupError, admit
 from rig.events import rig_event
@@ -103,7 +104,8 @@ def _last_event_id(request):
 async def serve_sse(hub, cors, request):
     """Validate, answer 200 with the stream headers, and register the connection."""
     try:
-        admission = await admit(hub, request.args, last_event_id=_last_event_id(request))
+        admission = await admit(hub, request.args, last_event_id=_last_event_id(request),
+                                trace=trace_context(request))
     except SetupError as error:
         return respond(request, error.status, error.message, content_type=None)
     if client_gone(request):

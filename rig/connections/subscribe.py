@@ -7,7 +7,7 @@ Checks run in RIG's order so every failure gets RIG's status and sentence.
 from urllib.parse import unquote
 
 from rig import jsonbounds
-from rig.auth.checks import CheckRequest, authorization_tokens
+from rig.auth.checks import CheckRequest, authorization_tokens, trace_context
 from rig.auth.jwt import InvalidJWT
 from rig.httputil import (
     authorization_values,
@@ -57,7 +57,7 @@ async def put_subscriptions(hub, cors, request, kind, token):
     cors_header = cors_headers(cors)
     authorization = authorization_values(request)
     if not await hub.auth.subscription_check.allows(
-        CheckRequest(raw_body, content_type, authorization)
+        CheckRequest(raw_body, content_type, authorization, *trace_context(request))
     ):
         return respond(request, 403, "Subscription denied.", headers=cors_header)
     try:

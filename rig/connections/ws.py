@@ -95,13 +95,14 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     # -- autobahn callbacks ---------------------------------------------
 
     def onConnect(self, request):
-        self._query = request.params
+        headers = request.headers  # the trace context goes to an external subscription check
+        self._query = request.params, (headers.get("traceparent"), headers.get("tracestate"))
         self.send_queue = _SendQueue()  # still empty: nothing is sent before the answer
 
     def onOpen(self):
-        query, self._query = self._query, None
+        handshake, self._query = self._query, None
         self._slim()
-        ensureDeferred(self._admit(query)).addErrback(self._admit_failed)
+        ensureDeferred(self._admit(handshake)).addErrback(self._admit_failed)
 
     def _admit_failed(self, failure):
         """Never leave a half-made connection open: log, and close it (1011)."""
@@ -112,10 +113,11 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=1011, reasonUtf8=b"Internal error.", isReply=False)
         self.dropConnection(abort=False)
 
-    async def _admit(self, query):
+    async def _admit(self, handshake):
         hub = self.factory.hub
+        query, trace = handshake
         try:
-            admission = await admit(hub, query)
+            admission = await admit(hub, query, trace=trace)
         except SetupError as error:
             # not sendClose: it refuses 1001, the code for "this node is going away"
             self.sendCloseFrame(code=error.close_code, isReply=False,

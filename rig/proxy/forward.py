@@ -24,7 +24,7 @@ HOP_BY_HOP = frozenset((
 ))
 PASSED_NOT = HOP_BY_HOP | {b"date", b"content-length"}  # the gateway sets these
 SET_HERE = frozenset((b"host", b"content-length", b"forwarded", b"x-forwarded-for",
-                      b"x-forwarded-proto", b"x-forwarded-host"))
+                      b"x-forwarded-proto", b"x-forwarded-host", b"traceparent", b"tracestate"))
 NOT_FORWARDED = HOP_BY_HOP | SET_HERE
 FORWARDED_METHODS = frozenset((b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD",
                                b"OPTIONS"))
@@ -65,9 +65,10 @@ def _safe_value(value):
     return str(value).encode("latin-1", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
 
 
-def upstream_head(request, route, target, *, host, port, by_address):
+def upstream_head(request, route, target, *, host, port, by_address, trace=None):
     """The request head for the backend: the client's headers minus hop-by-hop ones,
-    with Host, Forwarded and X-Forwarded-*, as bytes ready to send."""
+    with Host, Forwarded, X-Forwarded-* and the gateway's trace context (*trace*, a
+    :class:`rig.tracing.tracer.Trace`), as bytes ready to send."""
     request_headers = request.requestHeaders
     dropped = NOT_FORWARDED
     listed = request_headers.getRawHeaders(b"connection")
@@ -95,6 +96,8 @@ def upstream_head(request, route, target, *, host, port, by_address):
     incoming_host = request_headers.getRawHeaders(b"host")
     if incoming_host:
         lines += (b"X-Forwarded-Host: ", incoming_host[0], b"\r\n")
+    if trace is not None:
+        lines.append(trace.header_lines())
     return lines
 
 
@@ -163,7 +166,7 @@ class Forwarder:
         self._policy = policy if policy is not None else TargetPolicy()
         self._targets = {}  # (target_url, port, use_env) -> target_of(...)
 
-    def forward(self, request, route, done, extra_query=None):
+    def forward(self, request, route, done, extra_query=None, trace=None):
         """Forward *request* and answer its client; ``done(status)`` follows once, with
         RIG's metric word for how it ended (None when the client left first).
 
@@ -191,7 +194,7 @@ class Forwarder:
         if _UNSAFE.search(target):
             target = _UNSAFE.sub(_escape, target)
         lines = upstream_head(request, route, target, host=host, port=port,
-                              by_address=self._by_address)
+                              by_address=self._by_address, trace=trace)
         body = None
         if method in BODY_METHODS:
             content = request.content
@@ -204,10 +207,10 @@ class Forwarder:
         _Forwarding(self, request, done, asking, shown=shown + path.decode("utf-8", "replace"),
                     keep_202=extra_query is not None)
 
-    def forward_for_answer(self, request, route, extra_query):
+    def forward_for_answer(self, request, route, extra_query, trace=None):
         """:meth:`forward` as a Deferred of ``(status, response or None)``."""
         finished = defer.Deferred()
-        self.forward(request, route, finished.callback, extra_query)
+        self.forward(request, route, finished.callback, extra_query, trace)
         return finished
 
     def _target(self, api):

@@ -10,6 +10,7 @@ from rig.auth.checks import authorization_tokens
 from rig.auth.jwt import InvalidJWT
 from rig.httputil import authorization_values, cors_headers, redacted_path, respond
 from rig.metrics.stats import ProxyStats
+from rig.tracing.tracer import Tracing
 
 NOT_FOUND = b'{"message":"Not Found"}'
 MATCH_CACHE_SIZE = 10_000  # (method, path) pairs whose route is remembered
@@ -37,8 +38,9 @@ class Proxy:
     log = Logger()
 
     def __init__(self, *, store, forwarder, correlations, validator, cors, request_log,
-                 async_timeout, clock, redis_target=None, stats=None):
+                 async_timeout, clock, redis_target=None, stats=None, tracing=None):
         self._clock = clock
+        self._tracing = tracing if tracing is not None else Tracing(clock)
         self.stats = stats if stats is not None else ProxyStats()
         self._store = store
         self._forwarder = forwarder
@@ -102,40 +104,48 @@ class Proxy:
             )
         target = endpoint.get("target", "http")
         response_from = endpoint.get("response_from", "http")
+        trace = self._tracing.start_from_request(
+            f"{method} {endpoint['path_regex']}", request,
+            attributes=_span_attributes(request, route, method, path)
+            if self._tracing.exporting else None)
         done = partial(self._record, (method, path, target, response_from),
-                       self._clock.seconds())
+                       self._clock.seconds(), request, trace)
         if target == "http" and response_from == "http":  # the common case, without a coroutine
-            self._forwarder.forward(request, route, done)
+            self._forwarder.forward(request, route, done, trace=trace)
             return NOT_DONE_YET
-        return defer.ensureDeferred(self._dispatch(request, route, done))
+        return defer.ensureDeferred(self._dispatch(request, route, done, trace))
 
-    def _record(self, labels, started, status):
+    def _record(self, labels, started, request, trace, status):
         """Count a forwarded request by its labels and *status* (None: not counted)."""
+        trace.end(request.code if status is not None else None,
+                  attributes={"rig.status": status or "client_gone"}
+                  if self._tracing.exporting else None)
         if status is not None:
             self.stats.record(*labels, status, seconds=self._clock.seconds() - started)
 
-    async def _dispatch(self, request, route, done):
+    async def _dispatch(self, request, route, done, trace):
         outcome = Outcome()
         if route.endpoint.get("target") == "redis":
             if self.redis_target is None:
                 outcome.status = "unreachable"
                 result = respond(request, 503, "Redis is not configured (REDIS_URL).")
             else:
-                result = await self.redis_target.handle(request, route, outcome)
+                result = await self.redis_target.handle(request, route, outcome, trace=trace)
         elif route.endpoint.get("response_from") in ("http_async", "redis"):
             # the answer comes later, from /v3/responses or the Redis response stream
-            result = await self._forward_and_wait(request, route, outcome)
+            result = await self._forward_and_wait(request, route, outcome, trace)
         else:
-            outcome.status = await self._forwarder.forward_for_answer(request, route, None)
+            outcome.status = await self._forwarder.forward_for_answer(request, route, None,
+                                                                      trace=trace)
             result = NOT_DONE_YET
         done(outcome.status)
         return result
 
-    async def _forward_and_wait(self, request, route, outcome):
+    async def _forward_and_wait(self, request, route, outcome, trace):
         correlation_id, answered = self._correlations.open(self._async_timeout)
         request.notifyFinish().addErrback(lambda _: answered.cancel())
         outcome.status, accepted = await self._forwarder.forward_for_answer(
-            request, route, "correlation=" + correlation_id)
+            request, route, "correlation=" + correlation_id, trace=trace)
         if accepted is None:  # answered directly (not 202), or failed
             self._correlations.cancel(correlation_id)
             return NOT_DONE_YET
@@ -169,3 +179,17 @@ class Proxy:
 
     def _cors_headers(self):
         return cors_headers(self._cors, methods=b"*", allow=b"content-type")
+
+
+def _span_attributes(request, route, method, path):
+    """OpenTelemetry's HTTP server attributes, and which API and endpoint matched."""
+    return {
+        "http.request.method": method,
+        "url.path": path,
+        "http.route": route.endpoint["path_regex"],
+        "url.scheme": "https" if request.isSecure() else "http",
+        "client.address": getattr(request.getClientAddress(), "host", ""),
+        "rig.api.id": route.api["id"],
+        "rig.endpoint.id": route.endpoint["id"],
+        "rig.target": route.endpoint.get("target", "http"),
+    }

@@ -50,9 +50,10 @@ class RedisTarget:
         self._cors = cors
         self._timeout = timeout
 
-    async def handle(self, request, route, outcome=None):
+    async def handle(self, request, route, outcome=None, trace=None):
         """Publish the request; *outcome* (a :class:`rig.proxy.gateway.Outcome`) is told
-        how it ended, for the metrics."""
+        how it ended, for the metrics. The event carries *trace*'s context as its
+        ``traceparent``/``tracestate`` (the CloudEvents distributed-tracing extension)."""
         outcome = outcome if outcome is not None else Outcome()
         headers = cors_headers(self._cors, methods=b"*", allow=b"content-type,authorization")
         if request.method == b"OPTIONS":
@@ -76,6 +77,9 @@ class RedisTarget:
             correlation, answered = self._correlations.open(self._timeout)
             request.notifyFinish().addErrback(lambda _failure: answered.cancel())
         event["rig"] = request_metadata(request, route, correlation)
+        event.pop("tracestate", None)
+        if trace is not None:
+            event.update(trace.attributes())
         try:
             await self._source.add(route.endpoint["topic"], json.dumps(event))
         except Exception as error:

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from rig.events import EventError, parse_http, parse_structured
 from rig.metrics.stats import StreamStats
+from rig.tracing.tracer import CONSUMER, Tracing
 
 
 @attrs.frozen
@@ -67,7 +68,7 @@ class RedisSource(Service):
 
     def __init__(self, reactor, hub, address, *, streams=("rig",), group="rig", consumer=None,
                  response_stream=None, correlations=None, block_ms=1000, batch=100,
-                 claim_idle=30.0, retry_policy=None, ready=None):
+                 claim_idle=30.0, retry_policy=None, ready=None, tracing=None):
         """*ready* returns a Deferred that fires once this node may consume (in a
         cluster: once it knows every peer's interest, so nothing it reads is
         routed without them)."""
@@ -84,6 +85,7 @@ class RedisSource(Service):
         self._claim_idle = claim_idle
         self._retry = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0)
         self._ready = ready
+        self._tracing = tracing if tracing is not None else Tracing(reactor)
         self._connection = None
         self._producer = None  # XADD must not wait behind the blocking XREADGROUP
         self._loop = None
@@ -256,13 +258,30 @@ class RedisSource(Service):
             else:
                 self.counts["consumed"] += 1
                 self.hub.stats.received["redis"] += 1
-                self.hub.publish(event)
+                if self._tracing.exporting:
+                    self._publish_traced(stream, entry_id, event)
+                else:
+                    self.hub.publish(event)
             if stats is not None:
                 stats.consumed += 1
                 stats.duration_ms.observe((self._reactor.seconds() - started) * 1000.0)
             done.append(entry_id)
         if done:
             await self._connection.execute_command("XACK", stream, self.group, *done)
+
+
+    def _publish_traced(self, stream, entry_id, event):
+        """Publish within a consumer span that is a child of the event's ``traceparent``;
+        the event goes on with its own trace attributes, as RIG delivers them."""
+        document = event.document
+        trace = self._tracing.start(
+            f"{stream} process", document.get("traceparent"), document.get("tracestate"),
+            kind=CONSUMER, attributes={
+                "messaging.system": "redis", "messaging.destination.name": stream,
+                "messaging.message.id": event.id, "messaging.operation.type": "process",
+                "cloudevents.event_type": event.type, "redis.stream.entry_id": entry_id})
+        self.hub.publish(event)
+        trace.end()
 
 
 _NOT_HEADERS = frozenset(("rig-correlation", "rig-response-code", "body"))

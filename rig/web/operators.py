@@ -1,11 +1,15 @@
 """Who may use the internal API: it can rewrite proxy routes, kill sessions, publish events.
 
 With ``API_AUTH_TOKENS`` every internal endpoint but ``/health`` and
-``/metrics`` needs ``Authorization: Bearer <one of them>``; with
+``/metrics`` needs ``Authorization: Bearer <one of them>``, or HTTP Basic
+with one of them as the password (any user name), so that a browser asks for
+it when an operator opens Swagger UI or the dashboard; with
 ``API_HTTPS_CLIENT_CA`` a request over the internal HTTPS port is already
 authenticated by its client certificate (the TLS handshake refused any other).
 Without either, the API is open, as RIG's is.
 """
+import base64
+import binascii
 import hmac
 import ipaddress
 
@@ -16,6 +20,8 @@ from rig.listeners import tcp_address
 
 OPEN_PATHS = frozenset((b"/health", b"/metrics"))
 UNAUTHORIZED = b'{"errors":{"detail":"Unauthorized"}}'
+CHALLENGES = [b'Bearer realm="rig internal API"',
+              b'Basic realm="rig internal API", charset="UTF-8"']  # Basic: browsers ask
 
 
 class OperatorGuard(Resource):
@@ -33,8 +39,8 @@ class OperatorGuard(Resource):
     def render(self, request):
         if not self.locked or request.path in OPEN_PATHS or self._allowed(request):
             return self._inner.render(request)
-        return respond(request, 401, UNAUTHORIZED, JSON,
-                       headers=[(b"www-authenticate", b'Bearer realm="rig internal API"')])
+        request.responseHeaders.setRawHeaders(b"www-authenticate", CHALLENGES)
+        return respond(request, 401, UNAUTHORIZED, JSON)
 
     def _allowed(self, request):
         if self._client_certificates and request.isSecure():
@@ -42,12 +48,25 @@ class OperatorGuard(Resource):
         matched = False
         for value in request.requestHeaders.getRawHeaders(b"authorization", []):
             scheme, _, token = value.strip().partition(b" ")
-            if scheme.lower() != b"bearer":
+            scheme = scheme.lower()
+            if scheme == b"basic":
+                token = _basic_password(token.strip())
+            elif scheme != b"bearer":
                 continue
             token = token.strip()
             for known in self._tokens:  # every token compared, in constant time each
                 matched |= hmac.compare_digest(token, known)
         return matched
+
+
+def _basic_password(credentials):
+    """The password of HTTP Basic *credentials* (base64 ``user:password``); b"" when
+    they do not decode, which matches no token."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+    return decoded.partition(b":")[2]
 
 
 def beyond_loopback(description):

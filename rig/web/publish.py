@@ -1,5 +1,5 @@
 """Event submission over HTTP, shared by ``/_rig/v1/events`` and ``/v3/messages``."""
-from rig.auth.checks import CheckRequest
+from rig.auth.checks import CheckRequest, trace_context
 from rig.events import EventError, parse_http
 from rig.httputil import JSON, authorization_values, header, headers_as_text, request_body, respond
 
@@ -18,7 +18,8 @@ async def publish_event(hub, request, extra_headers=(), check=None):
         return respond(request, error.status, str(error), headers=extra_headers)
     if check is not None:
         allowed = await check.allows(CheckRequest(
-            event.json, "application/json; charset=utf-8", authorization_values(request)
+            event.json, "application/json; charset=utf-8", authorization_values(request),
+            *trace_context(request)
         ))
         if not allowed:
             return respond(request, 403, "Submission denied.", headers=extra_headers)

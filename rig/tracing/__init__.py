@@ -1,0 +1,1 @@
+"""Distributed tracing: W3C Trace Context everywhere, OpenTelemetry spans when exported."""
