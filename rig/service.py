@@ -282,7 +282,8 @@ class RigService(MultiService):
         )
         service.metrics = build_metrics(
             reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,
-            proxy_stats=proxy.stats, redis=service.redis, cluster=service.cluster)
+            proxy_stats=proxy.stats, redis=service.redis, cluster=service.cluster,
+            span_processors=tracing_service.processors if tracing_service is not None else ())
         if settings.worker_index is not None and service.cluster is not None:
             # one worker of several: a scrape reports every worker of this machine
             service.metrics = VmMetrics(service.metrics, service.owner_calls,

@@ -186,6 +186,10 @@ async def test_an_exporter_that_is_down_costs_a_log_line_never_a_request(
     assert len(failures) == 1, failures  # one line per outage, not one per batch
     assert f"http://127.0.0.1:{dead_port}/v1/traces" in failures[0]
     assert not any(secret in text or "pw@" in text for text in texts)
+    response = await gateway.request("GET", "/metrics", internal=True)
+    metrics = await within(response.text())
+    assert (f'rig_tracing_spans_total{{exporter="http://127.0.0.1:{dead_port}/v1/traces",'
+            'outcome="failed"} 5.0') in metrics
 
 
 @pytest_twisted.ensureDeferred

@@ -126,6 +126,23 @@ class ProxyCollector:
         yield family
 
 
+class TracingCollector:
+    """Spans per exporter: exported, failed (the collector refused or was down) and
+    dropped (the queue was full)."""
+
+    def __init__(self, processors):
+        self._processors = processors
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "rig_tracing_spans", "Finished spans by exporter URL and outcome.",
+            labels=["exporter", "outcome"])
+        for processor in self._processors:
+            for outcome, count in processor.counts.items():
+                family.add_metric([processor.shown_url, outcome], count)
+        yield family
+
+
 class RedisCollector:
     """The Redis source: RIG's consumed-event metrics per stream, and the group's lag.
 

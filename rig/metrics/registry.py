@@ -7,6 +7,7 @@ from rig.metrics.collectors import (
     HubCollector,
     ProxyCollector,
     RedisCollector,
+    TracingCollector,
 )
 
 
@@ -24,7 +25,8 @@ class Metrics:
             await refresh()
 
 
-def build_metrics(clock, *, enabled, hub, proxy_stats, redis=None, cluster=None):
+def build_metrics(clock, *, enabled, hub, proxy_stats, redis=None, cluster=None,
+                  span_processors=()):
     """The registry for ``GET /metrics``; with *enabled* false it stays empty (the
     endpoint answers an empty exposition, and no scrape walks the connections)."""
     registry = CollectorRegistry()
@@ -43,4 +45,6 @@ def build_metrics(clock, *, enabled, hub, proxy_stats, redis=None, cluster=None)
         refreshers.append(collector.refresh)
     if cluster is not None:
         registry.register(ClusterCollector(cluster))
+    if span_processors:
+        registry.register(TracingCollector(span_processors))
     return Metrics(registry, refreshers)

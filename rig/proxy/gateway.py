@@ -104,10 +104,12 @@ class Proxy:
             )
         target = endpoint.get("target", "http")
         response_from = endpoint.get("response_from", "http")
-        trace = self._tracing.start_from_request(
-            f"{method} {endpoint['path_regex']}", request,
-            attributes=_span_attributes(request, route, method, path)
-            if self._tracing.exporting else None)
+        tracing = self._tracing
+        if tracing.exporting:
+            trace = tracing.start_from_request(f"{method} {endpoint['path_regex']}", request,
+                                               attributes=_span_attributes(request, route))
+        else:  # no name or attributes to build: nothing is recorded
+            trace = tracing.start_from_request(None, request)
         done = partial(self._record, (method, path, target, response_from),
                        self._clock.seconds(), request, trace)
         if target == "http" and response_from == "http":  # the common case, without a coroutine
@@ -117,9 +119,9 @@ class Proxy:
 
     def _record(self, labels, started, request, trace, status):
         """Count a forwarded request by its labels and *status* (None: not counted)."""
-        trace.end(request.code if status is not None else None,
-                  attributes={"rig.status": status or "client_gone"}
-                  if self._tracing.exporting else None)
+        if self._tracing.exporting:
+            trace.end(request.code if status is not None else None,
+                      attributes={"rig.status": status or "client_gone"})
         if status is not None:
             self.stats.record(*labels, status, seconds=self._clock.seconds() - started)
 
@@ -181,11 +183,11 @@ class Proxy:
         return cors_headers(self._cors, methods=b"*", allow=b"content-type")
 
 
-def _span_attributes(request, route, method, path):
+def _span_attributes(request, route):
     """OpenTelemetry's HTTP server attributes, and which API and endpoint matched."""
     return {
-        "http.request.method": method,
-        "url.path": path,
+        "http.request.method": request.method.decode("latin-1"),
+        "url.path": request.path.decode("utf-8", "replace"),
         "http.route": route.endpoint["path_regex"],
         "url.scheme": "https" if request.isSecure() else "http",
         "client.address": getattr(request.getClientAddress(), "host", ""),

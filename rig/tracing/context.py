@@ -11,10 +11,12 @@ from random import getrandbits
 
 MAX_TRACEPARENT = 512  # longer values are ignored (as OpenTelemetry's propagator does)
 MAX_TRACESTATE = 512  # what W3C asks every vendor to propagate at least
+_VERSION_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # the usual value, exactly
 _TRACEPARENT = re.compile(
     r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*\Z")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_LOW_BITS = (1 << 64) | 1  # the low bit of both ids in a 192-bit draw: neither is zero
 
 
 def parse_traceparent(value):
@@ -22,6 +24,11 @@ def parse_traceparent(value):
     W3C says to ignore (then the request starts a new trace)."""
     if not isinstance(value, str) or len(value) > MAX_TRACEPARENT:
         return None
+    if _VERSION_00.fullmatch(value) is not None:  # no groups: slicing is cheaper
+        trace_id, parent_id = value[3:35], value[36:52]
+        if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+            return None
+        return trace_id, parent_id, value[53:]
     match = _TRACEPARENT.match(value)
     if match is None:
         return None
@@ -41,11 +48,13 @@ def usable_tracestate(value):
 
 
 def new_span_id():
-    return "%016x" % (getrandbits(64) or 1)
+    return "%016x" % (getrandbits(64) | 1)  # never all zeros, which W3C forbids
 
 
-def new_trace_id():
-    return "%032x" % (getrandbits(128) or 1)
+def new_traceparent():
+    """A ``traceparent`` that starts a sampled trace: one random draw for both ids."""
+    ids = "%048x" % (getrandbits(192) | _LOW_BITS)
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def format_traceparent(trace_id, span_id, flags):

@@ -82,6 +82,7 @@ class ReactorBatchProcessor(SpanProcessor):
         self._soon = None
         self._loop = None
         self._failing = False
+        self.shown_url = shown_url(sender.url)
         self.counts = {"exported": 0, "failed": 0, "dropped": 0}
 
     def on_start(self, span, parent_context=None):
@@ -128,14 +129,14 @@ class ReactorBatchProcessor(SpanProcessor):
         self.counts["exported"] += count
         if self._failing:
             self._failing = False
-            self.log.info("Span export to {url} works again", url=shown_url(self._sender.url))
+            self.log.info("Span export to {url} works again", url=self.shown_url)
 
     def _failed(self, failure, count):
         self.counts["failed"] += count
         if not self._failing:
             self._failing = True
             self.log.warn("Span export to {url} failed ({why}); spans are dropped until it "
-                          "answers", url=shown_url(self._sender.url),
+                          "answers", url=self.shown_url,
                           why=failure.getErrorMessage() or failure.type.__name__)
 
     def _next(self, _result):

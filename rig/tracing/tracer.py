@@ -13,14 +13,13 @@ from opentelemetry.trace.status import Status, StatusCode
 from rig.tracing.context import (
     format_traceparent,
     new_span_id,
-    new_trace_id,
+    new_traceparent,
     parse_traceparent,
     usable_tracestate,
 )
 
 SERVER, CLIENT, PRODUCER, CONSUMER = (SpanKind.SERVER, SpanKind.CLIENT, SpanKind.PRODUCER,
                                       SpanKind.CONSUMER)
-_SAMPLED = "01"  # a trace the gateway starts is sampled, as the SDK's default sampler says
 
 
 class Trace:
@@ -34,10 +33,10 @@ class Trace:
 
     def header_lines(self):
         """The headers for an HTTP request head, as bytes."""
-        lines = b"traceparent: " + self.traceparent.encode() + b"\r\n"
         if self.tracestate:
-            lines += b"tracestate: " + self.tracestate.encode("latin-1", "replace") + b"\r\n"
-        return lines
+            return (f"traceparent: {self.traceparent}\r\ntracestate: {self.tracestate}\r\n"
+                    .encode("latin-1", "replace"))
+        return f"traceparent: {self.traceparent}\r\n".encode()
 
     def headers(self):
         """The headers as a dict of text, for treq."""
@@ -103,7 +102,7 @@ class Tracing:
         parent = parse_traceparent(traceparent) if traceparent else None
         if self._tracer is None:
             if parent is None:
-                return Trace(format_traceparent(new_trace_id(), new_span_id(), _SAMPLED))
+                return Trace(new_traceparent())
             trace_id, _parent_id, flags = parent
             return Trace(format_traceparent(trace_id, new_span_id(), flags),
                          usable_tracestate(tracestate))
