@@ -4,6 +4,10 @@
 #   benchmarks/proxy.sh                  # needs wrk and nginx (Debian packages)
 #   CONNECTIONS="10 50" ROUNDS=5 benchmarks/proxy.sh
 #   PYTHONPATH=/tmp/old LABEL=before benchmarks/proxy.sh   # another checkout's gateway
+#   WRK_HEADER="traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" \
+#       benchmarks/proxy.sh                # every request with that header
+#   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:5050 benchmarks/proxy.sh
+#                                          # spans exported (the nginx backend takes them)
 #
 # The gateway runs alone on CPU 0 (GATEWAY_CPU); wrk and the backend share
 # CPU 1 (GENERATOR_CPU). The backend is nginx answering ``return 200`` from one
@@ -65,7 +69,8 @@ for _ in $(seq 100); do
 done
 run() {  # label url connections
     for _ in $(seq "$ROUNDS"); do
-        taskset -c "$GENERATOR_CPU" wrk -t1 -c"$3" -d"$DURATION" --latency "$2" | awk -v label="$1" '
+        taskset -c "$GENERATOR_CPU" wrk -t1 -c"$3" -d"$DURATION" --latency \
+            ${WRK_HEADER:+-H "$WRK_HEADER"} "$2" | awk -v label="$1" '
             /Requests\/sec/ {rps=$2}
             /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
             /Non-2xx|Socket errors/ {errors=errors " " $0}

@@ -231,12 +231,13 @@ async def test_stopping_the_gateway_sends_the_spans_still_queued(make_gateway, s
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_twistd_process_exports_to_zipkin_as_rig_users_configure_it(
+async def test_a_twistd_process_exports_as_users_configure_it(
         processes, stub_server, receivers, tmp_path):
-    _otlp, zipkin = receivers
+    otlp, zipkin = receivers
     backend = stub_server(echo)
     node = processes.node("traced", str(tmp_path), "cookie",
                           ZIPKIN_ADDR=zipkin.base_url, ZIPKIN_SERVICE_NAME="rig-vm",
+                          OTEL_EXPORTER_OTLP_ENDPOINT=otlp.base_url,
                           OTEL_BSP_SCHEDULE_DELAY="50",
                           PROXY_CONFIG_FILE=json.dumps([books(backend)]))
     await node.start(processes.pool)
@@ -246,3 +247,5 @@ async def test_a_twistd_process_exports_to_zipkin_as_rig_users_configure_it(
     span, = await zipkin.wait_for(lambda s: s.trace_id == TRACE_ID)
     assert parse_traceparent(sent["traceparent"])[1] == span.span_id
     assert (span.parent_id, span.service) == (CLIENT_SPAN, "rig-vm")
+    span, = await otlp.wait_for(lambda s: s.trace_id == TRACE_ID)
+    assert (span.parent_id, span.service) == (CLIENT_SPAN, "rig")
