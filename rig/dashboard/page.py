@@ -1,0 +1,70 @@
+"""``GET /dashboard`` on the internal port: the page, its script and style, and its data.
+
+The assets are package data read once when the gateway is built (as the
+example pages are), so serving them never touches the disk and no URL
+reaches the file system. The routes sit in the internal router, behind the
+OperatorGuard like every internal endpoint.
+"""
+import json
+import math
+from importlib.resources import files
+
+from rig.httputil import JSON, respond
+from rig.web.examples import CONTENT_TYPES
+
+PAGE = "dashboard.html"
+ASSETS = ("dashboard.js", "dashboard.css")
+HEADERS = [(b"cache-control", b"no-cache"), (b"x-content-type-options", b"nosniff")]
+BAD_SINCE = b'{"errors":{"detail":"since must be a number of seconds (a sample\'s t)"}}'
+
+
+def load_assets(directory=None):
+    """``{file name: (content type, bytes)}`` of the page and its assets."""
+    directory = directory if directory is not None else files("rig") / "dashboard"
+    assets = {}
+    for name in (PAGE, *ASSETS):
+        content_type = CONTENT_TYPES["." + name.rpartition(".")[2]]
+        assets[name] = (content_type, (directory / name).read_bytes())
+    return assets
+
+
+def _since(request):
+    """The ``since`` query parameter as a finite number, None when absent; ValueError else."""
+    values = request.args.get(b"since")
+    if not values:
+        return None
+    since = float(values[0].decode("ascii", "replace"))
+    if not math.isfinite(since):
+        raise ValueError(since)
+    return since
+
+
+class Dashboard:
+    """Serves the page and the sampler's snapshot."""
+
+    def __init__(self, sampler, assets):
+        self._sampler = sampler
+        self._assets = dict(assets)
+
+    def routes(self):
+        """Router entries (pattern, methods) for the internal listener."""
+        return [
+            (r"/dashboard", {b"GET": self.page}),
+            (r"/dashboard/data", {b"GET": self.data}),
+            (r"/dashboard/(?P<name>dashboard\.(?:js|css))", {b"GET": self.asset}),
+        ]
+
+    def page(self, request):
+        return self.asset(request, PAGE)
+
+    def asset(self, request, name):
+        content_type, body = self._assets[name]
+        return respond(request, 200, body, content_type, headers=HEADERS)
+
+    def data(self, request):
+        try:
+            since = _since(request)
+        except ValueError:
+            return respond(request, 400, BAD_SINCE, JSON)
+        body = json.dumps(self._sampler.snapshot(since), separators=(",", ":")).encode()
+        return respond(request, 200, body, JSON, headers=[(b"cache-control", b"no-store")])
