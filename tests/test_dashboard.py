@@ -11,9 +11,11 @@ from rig.dashboard.sampler import DashboardSampler, latency, quantile
 from rig.httputil import JSON
 from rig.hub import Hub
 from rig.metrics.stats import ProxyStats, StreamStats
+from rig.streams.source import parse_redis_url
 from rig.testing import FakeConnection, eventually
 from rig.web.examples import CONTENT_TYPES
 from tests.support import greeting, subs_query, within
+from tests.test_cluster import start_node
 from tests.test_e2e_proxy import api, echo, endpoint
 
 TOKEN = "operator-token-0123456789"
@@ -136,6 +138,7 @@ class FakeRedis:
 
 
 def test_redis_lag_is_asked_now_and_then_and_unknown_when_redis_fails():
+    """Once known, the lag is asked every *lag_every* samples; unknown, every sample."""
     redis = FakeRedis()
     clock, _, _, sampler = make_sampler(redis=redis, lag_every=3)
     assert redis.asked == 1  # at start
@@ -155,6 +158,11 @@ def test_redis_lag_is_asked_now_and_then_and_unknown_when_redis_fails():
     assert sampler.snapshot()["current"]["redis"]["healthy"] is False
     tick(clock, 1)
     assert sampler.samples[-1]["redis_lag"] is None
+    assert redis.asked == 4  # unknown: asked every second until Redis answers
+    redis.lag, redis.healthy = {"events": 2}, True
+    tick(clock, 1)
+    assert redis.asked == 5
+    assert sampler.snapshot()["current"]["redis"]["lag"] == {"events": 2}
 
 
 def test_a_lag_query_in_flight_is_not_repeated_and_stopping_cancels_it():
@@ -282,3 +290,42 @@ async def test_with_api_auth_tokens_the_dashboard_needs_one(make_gateway):
         assert response.code == 401, path
         response, _ = await get(gateway, path, headers={"authorization": f"Bearer {TOKEN}"})
         assert response.code == 200, path
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_members_and_redis_show_with_events_from_both(make_gateway,
+                                                                    redis_server):
+    first = start_node(make_gateway, redis_url=parse_redis_url(redis_server.url))
+    await eventually(reactor, lambda: first.service.cluster.membership is not None)
+    second = start_node(make_gateway, seeds=[first.service.cluster.links.address])
+    client = await first.sse("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    await client.welcome()
+
+    async def both_alive():
+        members = (await data(first))["current"]["cluster"]["members"]
+        return [member["state"] for member in members] == ["alive", "alive"]
+
+    await eventually(reactor, both_alive, what="two alive members on the dashboard")
+    await eventually(reactor, lambda: first.service.cluster.synced
+                     and second.service.cluster.synced, what="synced")
+    await second.publish(greeting("from-b", "b1"))
+    redis = await redis_server.client()
+    try:
+        await redis.execute_command("XADD", "rig", "*", "event",
+                                    json.dumps(greeting("from-redis", "r1")))
+    finally:
+        await redis.disconnect()
+
+    async def counted():
+        now = (await data(first))["current"]
+        return (now["received"]["cluster"] == 1 and now["received"]["redis"] == 1
+                and now["redis"]["lag"] is not None)
+
+    await eventually(reactor, counted, what="the cluster and Redis events counted")
+    snapshot = await data(first)
+    cluster, redis_now = snapshot["current"]["cluster"], snapshot["current"]["redis"]
+    assert cluster["node"] == first.hub.codec.node and cluster["synced"] is True
+    assert sorted(member["self"] for member in cluster["members"]) == [False, True]
+    assert redis_now["healthy"] is True
+    assert redis_now["lag"]["rig"] == 0
+    assert redis_now["streams"]["rig"] == {"consumed": 1, "failed": 0}

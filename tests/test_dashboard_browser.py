@@ -1,27 +1,36 @@
 """The live dashboard in headless Chromium (issue 16): traffic in, the page's numbers move.
 
+The node shown is one of two cluster members and consumes a Redis stream, so
+events arrive from all three sources and every part of the page has figures.
+
 Uses the browser fixtures of :mod:`tests.test_browser` (Debian's chromium and
 chromedriver, Selenium calls in threads, a screenshot per test in
 ``artifacts/screenshots/``).
 """
+import json
+
 import pytest_twisted
 from selenium.webdriver.common.by import By
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 
+from rig.streams.source import parse_redis_url
+from rig.testing import eventually
 from tests.support import greeting, subs_query, within
 from tests.test_browser import driver, page  # noqa: F401  (fixtures)
+from tests.test_cluster import start_node
 from tests.test_e2e_proxy import api, echo, endpoint
 
 RATE_IDS = ("received-rate", "deliveries-rate", "proxy-rate")
 
 
 class Traffic:
-    """Events published and requests proxied a few times a second, until stopped."""
+    """A few times a second: an event published on each node and added to Redis, and a
+    request proxied by the node shown; until stopped."""
 
-    def __init__(self, gateway):
-        self.gateway = gateway
+    def __init__(self, shown, peer, redis):
+        self.shown, self.peer, self.redis = shown, peer, redis
         self.sent = 0
         self._loop = LoopingCall(self._send)
         self._loop.clock = reactor
@@ -31,8 +40,13 @@ class Traffic:
 
     async def _send(self):
         self.sent += 1
-        await self.gateway.publish(greeting("alice", f"e{self.sent}"))
-        response = await self.gateway.request("GET", "/books")
+        for copy in range(2):  # different rates from each source: three lines on the chart
+            await self.shown.publish(greeting("alice", f"http-{self.sent}-{copy}"))
+        await self.peer.publish(greeting("bob", f"cluster-{self.sent}"))
+        if self.sent % 2:
+            await self.redis.execute_command("XADD", "rig", "*", "event", json.dumps(
+                greeting("carol", f"redis-{self.sent}")))
+        response = await self.shown.request("GET", "/books")
         await within(response.content())
 
     async def stop(self):
@@ -50,23 +64,34 @@ def number(text):
 
 
 @pytest_twisted.ensureDeferred
-async def test_dashboard_numbers_move_with_traffic(make_gateway, stub_server, page):  # noqa: F811
+async def test_dashboard_numbers_move_with_traffic(make_gateway, stub_server,
+                                                   redis_server, page):  # noqa: F811
     backend = stub_server(echo)
-    gateway = make_gateway(proxy_config=(api(backend.port.getHost().port,
-                                             endpoint("list", "GET", "/books")),))
+    gateway = start_node(make_gateway, redis_url=parse_redis_url(redis_server.url),
+                         proxy_config=(api(backend.port.getHost().port,
+                                           endpoint("list", "GET", "/books")),))
+    await eventually(reactor, lambda: gateway.service.cluster.membership is not None)
     await deferToThread(page.chrome.get, gateway.url("/dashboard", internal=True))
     assert await page.text_containing("status", "live") == "live"
     assert await page.text("connections-total") == "0"
     assert await page.text("received-total") == "0"
     assert "no proxied requests yet" in await page.text("proxy-table")
-    assert "single node" in await page.text("members-table")
+    assert "this node" in await page.text("members-table")
+
+    peer = start_node(make_gateway, seeds=[gateway.service.cluster.links.address])
+    await page.until(lambda chrome: chrome.find_element(By.ID, "members-table").text.count(
+        "alive") == 2, "two alive members listed")
+    await eventually(reactor, lambda: gateway.service.cluster.synced and peer.service.cluster
+                     .synced, what="both nodes synced")
 
     query = "?subscriptions=" + subs_query([{"eventType": "greeting"}])
     sse = await gateway.sse(query)
     await sse.welcome()
     for _ in range(2):
         await (await gateway.ws(query)).welcome()
-    traffic = Traffic(gateway)
+    # (the welcomes above come once the peer routes greetings here)
+    redis = await redis_server.client()
+    traffic = Traffic(gateway, peer, redis)
     traffic.start()
     try:
         await page.text_containing("connections-total", "3")
@@ -80,15 +105,20 @@ async def test_dashboard_numbers_move_with_traffic(make_gateway, stub_server, pa
             return figures if all(figures.values()) else None
 
         figures = await page.until(moving, "the rates and totals to move")
-        assert figures["deliveries-total"] >= 3 * figures["received-total"] - 3
+        assert figures["deliveries-total"] >= 3 * figures["received-total"] - 9
+        await page.until(lambda chrome: all(number(chrome.find_element(
+            By.ID, f"received-{source}").text) for source in ("http", "cluster", "redis")),
+            "events per second from every source")
+        assert await page.text("redis-lag") != "?"
         rows = await page.text("proxy-table")
         assert "\nhttp " in rows
         await page.until(lambda chrome: number(chrome.find_element(
             By.ID, "received-total").text) > figures["received-total"], "more events counted")
         # a few seconds of history in the charts for the screenshot
         await page.until(lambda chrome: chrome.execute_script(
-            "return state.samples.length") >= 6, "six samples charted", timeout=12)
+            "return state.samples.length") >= 5, "five samples charted", timeout=12)
     finally:
         await traffic.stop()
+        await redis.disconnect()
     path = await page.screenshot("dashboard")
     assert path.stat().st_size > 10_000

@@ -69,7 +69,7 @@ function renderTiles(data) {
   } else {
     setText("redis-lag", redis.lag === null ? "?" : format(sum(redis.lag)));
     setText("redis-detail", (redis.healthy ? "connected" : "unavailable") +
-      (redis.lag === null ? ", lag unknown" : " · entries unread"));
+      (redis.lag === null ? ", lag unknown" : " · unread entries"));
   }
 }
 
@@ -109,16 +109,18 @@ function renderTables(data) {
   const cluster = now.cluster;
   if (cluster === null) {
     setText("cluster-synced", "");
-    fillTable("members-table", [], 5, "a single node (no CLUSTER_PORT)");
+    fillTable("members-table", [], 4, "a single node (no CLUSTER_PORT)");
     return;
   }
   setText("cluster-synced", cluster.synced ? "synced" : "syncing");
   fillTable("members-table", cluster.members.map((member) => [
-    member.name + (member.self ? " (this node)" : ""), member.address || "",
+    member.name + (member.address && member.address !== member.name ?
+      " (" + member.address + ")" : "") + (member.self ? " · this node" : ""),
     [member.state, "state-" + member.state],
     member.self ? "" : (member.link_up ? "up" : "down"),
-    member.last_seen_seconds_ago === null ? "–" : format(member.last_seen_seconds_ago) + " s ago",
-  ]), 5, "no members");
+    member.self || member.last_seen_seconds_ago === null ? "–" :
+      Math.round(member.last_seen_seconds_ago) + " s ago",
+  ]), 4, "no members");
 }
 
 // -- charts -----------------------------------------------------------------

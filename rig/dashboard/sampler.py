@@ -20,7 +20,7 @@ from rig.metrics.stats import PROXY_SECONDS_BUCKETS
 INTERVAL = 1.0  # seconds between samples
 WINDOW = 300  # samples kept: five minutes of charts
 LATENCY_WINDOW = 60  # seconds the proxy table's latency figures cover
-LAG_EVERY = 5  # samples between two Redis lag queries (each is a round trip)
+LAG_EVERY = 5  # samples between two Redis lag queries (each is a round trip) once known
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 MEMBER_FIELDS = ("name", "address", "state", "self", "incarnation", "last_seen_seconds_ago",
                  "link_up")
@@ -159,8 +159,8 @@ class DashboardSampler(Service):
             "redis_lag": self._lag_total(),
         })
         self._ticks += 1
-        if self._ticks % self._lag_every == 0:
-            self._ask_lag()
+        if not self._lag_known or self._ticks % self._lag_every == 0:
+            self._ask_lag()  # an unknown lag (Redis not up yet, say) is asked every second
 
     # -- Redis lag (a round trip, so fetched now and then, one query at a time) ------
 
