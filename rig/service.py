@@ -24,6 +24,7 @@ from rig.connections.longpoll import poll_from_peer
 from rig.connections.subscribe import put_from_peer
 from rig.dashboard.page import Dashboard, load_assets
 from rig.dashboard.sampler import DashboardSampler
+from rig.dashboard.workers import DASHBOARD_CALL, VmDashboard
 from rig.hub import Hub
 from rig.hub.token import TokenCodec
 from rig.listeners import server_endpoint, with_backlog
@@ -344,7 +345,12 @@ class RigService(MultiService):
                                    cluster=service.cluster, worker=settings.worker_index)
         sampler.setName("dashboard")
         sampler.setServiceParent(service)
-        return Dashboard(sampler, load_assets())
+        figures = sampler
+        if settings.worker_index is not None and service.owner_calls is not None:
+            # one worker of several: the page shows the sum of every worker of this machine
+            figures = VmDashboard(sampler, service.owner_calls, settings.worker_siblings)
+            service.owner_calls.register(DASHBOARD_CALL, figures.own_snapshot)
+        return Dashboard(figures, load_assets())
 
     @classmethod
     def _add_https(cls, service, settings, reactor):

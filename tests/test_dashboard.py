@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from rig.dashboard.sampler import DashboardSampler, latency, quantile
+from rig.dashboard.workers import merge_snapshots
 from rig.httputil import JSON
 from rig.hub import Hub
 from rig.metrics.stats import ProxyStats, StreamStats
@@ -329,3 +330,58 @@ async def test_cluster_members_and_redis_show_with_events_from_both(make_gateway
     assert redis_now["healthy"] is True
     assert redis_now["lag"]["rig"] == 0
     assert redis_now["streams"]["rig"] == {"consumed": 1, "failed": 0}
+
+
+# -- WORKERS=N: one page for every worker of the machine ---------------------------
+
+
+def two_workers():
+    """Two samplers whose loops tick 0.4 s apart, as two workers' loops do."""
+    late = Clock()
+    late.advance(0.4)
+    hub = Hub(late)
+    proxy = ProxyStats()
+    sampler = DashboardSampler(late, hub, proxy)
+    sampler.startService()
+    return make_sampler(), (late, hub, proxy, sampler)
+
+
+def test_workers_snapshots_sum_up_and_samples_merge_by_second():
+    (clock_a, hub_a, proxy_a, a), (clock_b, hub_b, proxy_b, b) = two_workers()
+    hub_a.register(FakeConnection(hub_a, kind="ws"), [])
+    hub_b.register(FakeConnection(hub_b, kind="ws"), [])
+    hub_b.register(FakeConnection(hub_b, kind="sse"), [])
+    hub_a.stats.received["http"] += 3
+    hub_b.stats.received["http"] += 2
+    proxy_a.record("GET", "/books", "http", "http", 200, seconds=0.004)
+    proxy_b.record("GET", "/books", "http", "http", 200, seconds=0.3)
+    for _ in range(4):
+        clock_a.advance(1.0)
+        clock_b.advance(1.0)
+    parts = [a.snapshot(buckets=True), b.snapshot(buckets=True)]
+    assert [s["t"] for s in parts[0]["samples"]] == [1.0, 2.0, 3.0, 4.0]
+    assert [s["t"] for s in parts[1]["samples"]] == [1.4, 2.4, 3.4, 4.4]
+    merged = merge_snapshots(parts, None, 2)
+    assert merged["workers"] == {"answered": 2, "of": 2}
+    assert merged["time"] == 4.0  # the earliest answer
+    now = merged["current"]
+    assert now["connections"] == {"ws": 2, "sse": 1, "longpoll": 0}
+    assert now["received"]["http"] == 5
+    [row] = now["proxy"]
+    assert (row["target"], row["requests"]) == ("http", 2)
+    assert row["latency_ms"] == {"mean": 152.0, "p50": 5.0, "p95": 475.0, "p99": 495.0}
+    assert "buckets" not in row
+    # whole seconds, up to the last one every worker has sampled (4.0 - 1.5)
+    assert [s["t"] for s in merged["samples"]] == [1, 2]
+    first = merged["samples"][0]
+    assert first["received"]["http"] == 5.0 and first["connections"]["ws"] == 2
+    assert first["proxy"]["http"] == {"rate": 2.0, "latency_ms": 152.0}
+    assert [s["t"] for s in merge_snapshots(parts, 1, 2)["samples"]] == [2]
+
+
+def test_a_worker_that_does_not_answer_is_left_out_and_said_so():
+    (_, hub_a, _, a), _ = two_workers()
+    hub_a.register(FakeConnection(hub_a, kind="ws"), [])
+    merged = merge_snapshots([a.snapshot(buckets=True)], None, 3)
+    assert merged["workers"] == {"answered": 1, "of": 3}
+    assert merged["current"]["connections"]["ws"] == 1

@@ -263,7 +263,9 @@ async function poll() {
     if (!response.ok) throw new Error("HTTP " + response.status);
     const data = await response.json();
     take(data);
-    setText("node", data.node + (data.worker === null ? "" : " · worker " + data.worker));
+    const workers = data.workers ? " · " + data.workers.answered + " of " + data.workers.of +
+      " workers" : data.worker === null ? "" : " · worker " + data.worker;
+    setText("node", data.node + workers);
     renderTiles(data);
     renderTables(data);
     renderCharts(data);

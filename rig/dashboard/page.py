@@ -8,6 +8,7 @@ OperatorGuard like every internal endpoint.
 import json
 import math
 from importlib.resources import files
+from inspect import isawaitable
 
 from rig.httputil import JSON, respond
 from rig.web.examples import CONTENT_TYPES
@@ -40,10 +41,11 @@ def _since(request):
 
 
 class Dashboard:
-    """Serves the page and the sampler's snapshot."""
+    """Serves the page and the figures: ``figures.snapshot(since)`` (a sampler's, or a
+    :class:`~rig.dashboard.workers.VmDashboard`'s coroutine)."""
 
-    def __init__(self, sampler, assets):
-        self._sampler = sampler
+    def __init__(self, figures, assets):
+        self._figures = figures
         self._assets = dict(assets)
 
     def routes(self):
@@ -61,10 +63,13 @@ class Dashboard:
         content_type, body = self._assets[name]
         return respond(request, 200, body, content_type, headers=HEADERS)
 
-    def data(self, request):
+    async def data(self, request):
         try:
             since = _since(request)
         except ValueError:
             return respond(request, 400, BAD_SINCE, JSON)
-        body = json.dumps(self._sampler.snapshot(since), separators=(",", ":")).encode()
+        snapshot = self._figures.snapshot(since)
+        if isawaitable(snapshot):
+            snapshot = await snapshot
+        body = json.dumps(snapshot, separators=(",", ":")).encode()
         return respond(request, 200, body, JSON, headers=[(b"cache-control", b"no-store")])

@@ -182,24 +182,30 @@ class DashboardSampler(Service):
 
     # -- what the page reads ---------------------------------------------------
 
-    def snapshot(self, since=None):
-        """The data endpoint's JSON body: figures now, and the samples after *since*."""
+    def snapshot(self, since=None, buckets=False):
+        """The data endpoint's JSON body: figures now, and the samples after *since*;
+        with *buckets*, each proxy row also carries its histogram delta (``buckets``,
+        ``seconds``) so that several workers' rows can be merged."""
         hub = self._hub
-        reading = self._readings[-1]
+        reading = self._read()  # totals as they are now, not as of the last sample
         oldest = self._readings[0]
         proxy = []
         for target, (counts, total) in sorted(_proxy_deltas(reading, oldest).items()):
             last = self.samples[-1]["proxy"].get(target) if self.samples else None
-            proxy.append({
+            row = {
                 "target": target,
                 "requests": sum(reading.proxy[target][0]),
                 "rate": last["rate"] if last else 0.0,
                 "latency_ms": latency(counts, total),
-            })
+            }
+            if buckets:
+                row["buckets"], row["seconds"] = list(counts), total
+            proxy.append(row)
         samples = self.samples if since is None else [s for s in self.samples if s["t"] > since]
         return {
             "node": hub.codec.node,
             "worker": self._worker,
+            "workers": None,  # with WORKERS=N: {"answered": n, "of": N} (rig.dashboard.workers)
             "started": self.started,
             "time": round(self._clock.seconds(), 3),
             "interval": self.interval,
