@@ -214,6 +214,8 @@ async def test_the_page_and_its_assets_are_served(gateway):
     assert response.headers.getRawHeaders("content-type") == [CONTENT_TYPES[".html"].decode()]
     page = body.decode()
     assert 'src="dashboard/dashboard.js"' in page and 'href="dashboard/dashboard.css"' in page
+    [policy] = response.headers.getRawHeaders("content-security-policy")
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
     for name, kind in (("dashboard.js", ".js"), ("dashboard.css", ".css")):
         response, body = await get(gateway, f"/dashboard/{name}")
         assert response.code == 200 and body

@@ -15,10 +15,12 @@ from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 
+from rig.service import RigService
+from rig.settings import Settings
 from rig.streams.source import parse_redis_url
 from rig.testing import eventually
 from tests.support import greeting, subs_query, within
-from tests.test_browser import driver, page  # noqa: F401  (fixtures)
+from tests.test_browser import RECONNECT_WAIT, driver, page  # noqa: F401  (fixtures)
 from tests.test_cluster import start_node
 from tests.test_e2e_proxy import api, echo, endpoint
 
@@ -122,3 +124,29 @@ async def test_dashboard_numbers_move_with_traffic(make_gateway, stub_server,
         await redis.disconnect()
     path = await page.screenshot("dashboard")
     assert path.stat().st_size > 10_000
+
+
+@pytest_twisted.ensureDeferred
+async def test_dashboard_recovers_when_the_gateway_restarts(make_gateway, page):  # noqa: F811
+    gateway = make_gateway()
+    port = gateway.service.address("internal").port
+    await deferToThread(page.chrome.get, gateway.url("/dashboard", internal=True))
+    assert await page.text_containing("status", "live") == "live"
+    await gateway.publish(greeting("before", "b1"))
+    await page.text_containing("received-total", "1")
+    started = await deferToThread(page.chrome.execute_script, "return state.started")
+
+    await gateway.service.stopService()
+    await page.text_containing("status", "no data")
+    again = RigService.build(Settings(inbound_listen="tcp:0:interface=127.0.0.1",
+                                      api_listen=f"tcp:{port}:interface=127.0.0.1"), reactor)
+    again.startService()
+    try:
+        assert await page.text_containing("status", "live", timeout=RECONNECT_WAIT) == "live"
+        assert await page.text("received-total") == "0"  # the new process's figures
+        assert await deferToThread(page.chrome.execute_script,
+                                   "return state.started") != started
+        await page.screenshot("dashboard-after-restart")
+    finally:
+        await deferToThread(page.chrome.get, "about:blank")
+        await again.stopService()

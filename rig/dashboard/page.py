@@ -16,6 +16,10 @@ from rig.web.examples import CONTENT_TYPES
 PAGE = "dashboard.html"
 ASSETS = ("dashboard.js", "dashboard.css")
 HEADERS = [(b"cache-control", b"no-cache"), (b"x-content-type-options", b"nosniff")]
+# the page runs only its own script and style, and talks only to its own origin
+POLICY = (b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+          b" img-src 'self'; frame-ancestors 'none'")
+PAGE_HEADERS = [*HEADERS, (b"content-security-policy", POLICY)]
 BAD_SINCE = b'{"errors":{"detail":"since must be a number of seconds (a sample\'s t)"}}'
 
 
@@ -57,7 +61,8 @@ class Dashboard:
         ]
 
     def page(self, request):
-        return self.asset(request, PAGE)
+        content_type, body = self._assets[PAGE]
+        return respond(request, 200, body, content_type, headers=PAGE_HEADERS)
 
     def asset(self, request, name):
         content_type, body = self._assets[name]
