@@ -22,6 +22,9 @@ from rig.cluster.replicas import ApiReplica, BlacklistReplica, SessionsReplica
 from rig.cluster.routing import EventRouter
 from rig.connections.longpoll import poll_from_peer
 from rig.connections.subscribe import put_from_peer
+from rig.dashboard.page import Dashboard, load_assets
+from rig.dashboard.sampler import DashboardSampler
+from rig.dashboard.workers import DASHBOARD_CALL, VmDashboard
 from rig.hub import Hub
 from rig.hub.token import TokenCodec
 from rig.listeners import server_endpoint, with_backlog
@@ -289,6 +292,7 @@ class RigService(MultiService):
             service.metrics = VmMetrics(service.metrics, service.owner_calls,
                                         settings.worker_index, settings.worker_siblings)
             service.owner_calls.register(METRICS_CALL, service.metrics.own_exposition)
+        dashboard = cls._make_dashboard(service, settings, reactor, proxy)
         # just before the listeners: stopped right after them, before the cluster leaves
         service.systemd = SystemdService.from_environ(reactor, environ or {})
         service.systemd.setName("systemd")
@@ -297,7 +301,8 @@ class RigService(MultiService):
         internal = ListenerService(reactor, with_backlog(settings.api_listen, backlog),
                                    internal_site(hub, settings, store, correlations,
                                                  service.metrics, cluster=service.cluster,
-                                                 redis=service.redis, target_policy=policy),
+                                                 redis=service.redis, target_policy=policy,
+                                                 dashboard=dashboard),
                                    drain_timeout=settings.shutdown_drain_timeout)
         internal.setName("internal")
         internal.setServiceParent(service)
@@ -339,6 +344,22 @@ class RigService(MultiService):
             named=[hub.codec, correlations.codec], **options,
         )
         service.interest, service.session_map, service.owner_calls = interest, session_map, calls
+
+    @classmethod
+    def _make_dashboard(cls, service, settings, reactor, proxy):
+        """The dashboard's sampler (a child service) and routes; None when disabled."""
+        if not settings.dashboard_enabled:
+            return None
+        sampler = DashboardSampler(reactor, service.hub, proxy.stats, redis=service.redis,
+                                   cluster=service.cluster, worker=settings.worker_index)
+        sampler.setName("dashboard")
+        sampler.setServiceParent(service)
+        figures = sampler
+        if settings.worker_index is not None and service.owner_calls is not None:
+            # one worker of several: the page shows the sum of every worker of this machine
+            figures = VmDashboard(sampler, service.owner_calls, settings.worker_siblings)
+            service.owner_calls.register(DASHBOARD_CALL, figures.own_snapshot)
+        return Dashboard(figures, load_assets())
 
     @classmethod
     def _add_https(cls, service, settings, reactor):

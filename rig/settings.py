@@ -61,6 +61,7 @@ class Settings:
     log_level: str = "info"
     log_fmt: str = "text"
     prometheus_metrics_enabled: bool = True
+    dashboard_enabled: bool = True
     heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
     longpoll_wait: float = 5.0
     longpoll_buffer_size: int = 200
@@ -610,6 +611,7 @@ _SPECS = (
     _spec("log_level", "LOG_LEVEL", parse_level),
     _spec("log_fmt", "LOG_FMT", parse_format),
     _spec("prometheus_metrics_enabled", "PROMETHEUS_METRICS_ENABLED", *_boolean()),
+    _spec("dashboard_enabled", "DASHBOARD_ENABLED", *_boolean()),
     _spec("heartbeat_interval", "HEARTBEAT_INTERVAL", _check_seconds, _parse_seconds),
     _spec("longpoll_wait", "LONGPOLL_WAIT", _check_seconds, _parse_seconds),
     _spec("longpoll_buffer_size", "LONGPOLL_BUFFER_SIZE", *_integer(1)),

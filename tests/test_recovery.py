@@ -257,6 +257,7 @@ async def test_long_polling_new_session_resumes_from_last_event_id(gateway):
 
 class RecordingConnection:
     coalesce = False
+    kind = "sse"
 
     def __init__(self, hub):
         self.local_id = hub.new_local_id()

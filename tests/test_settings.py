@@ -101,6 +101,7 @@ def test_env_names():
         "LOG_LEVEL",
         "LOG_FMT",
         "PROMETHEUS_METRICS_ENABLED",
+        "DASHBOARD_ENABLED",
         "HEARTBEAT_INTERVAL",
         "LONGPOLL_WAIT",
         "LONGPOLL_BUFFER_SIZE",

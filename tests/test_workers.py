@@ -155,6 +155,12 @@ async def test_two_workers_share_the_ports_and_behave_as_one_gateway(processes, 
     families = await scrape(pool, api)
     assert total(families, "rig_connections", transport="ws") == (24, {"0", "1"})
     assert total(families, "rig_worker_up") == (2, {"0", "1"})
+    # so does the dashboard, whichever worker answers
+    dashboard = (await get_json(pool, f"http://127.0.0.1:{api}/dashboard/data"))
+    assert dashboard["workers"] == {"answered": 2, "of": 2}
+    assert dashboard["current"]["connections"]["ws"] == 24
+    assert dashboard["current"]["received"]["http"] == 6
+    assert dashboard["current"]["deliveries"] == 24 * 6
 
     # a token minted by one worker works through whichever worker the PUT lands on
     sse = processes.client(await RawHTTPClient.open(inbound, "GET",

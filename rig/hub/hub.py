@@ -147,6 +147,8 @@ class Hub:
         recovery is complete, and the missed matching events follow the
         subscriptions event, before any live one.
         """
+        if connection.local_id not in self.connections:
+            self.stats.connections[connection.kind] += 1
         self.connections[connection.local_id] = connection
         self._records[connection.local_id] = ConnectionRecord()
         if resume is not None and self.remote_history is not None:
@@ -242,8 +244,10 @@ class Hub:
         return types
 
     def unregister(self, connection: IConnection) -> None:
-        if self.connections.pop(connection.local_id, None) is None:
+        known = self.connections.pop(connection.local_id, None)
+        if known is None:
             return
+        self.stats.connections[known.kind] -= 1
         record = self._records.pop(connection.local_id, None) or ConnectionRecord()
         self.index.remove(connection)
         self.history.linger({s.event_type for s in record.subscriptions})

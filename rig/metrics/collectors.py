@@ -158,6 +158,11 @@ class RedisCollector:
         self._timeout = timeout
         self._lag = {}
 
+    @property
+    def lag(self):
+        """``{stream: entries}`` as last fetched (empty when Redis did not answer)."""
+        return dict(self._lag)
+
     async def refresh(self):
         """Ask Redis for the lag; a failure leaves the gauge out rather than stale."""
         asking = ensureDeferred(self._source.consumer_lag())

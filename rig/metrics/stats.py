@@ -52,9 +52,13 @@ class Buckets:
 class HubStats:
     """What the hub and the transports count: events in, frames out, slow clients."""
 
-    __slots__ = ("deliveries", "received", "recoveries", "replayed", "slow_clients")
+    __slots__ = ("connections", "deliveries", "received", "recoveries", "replayed",
+                 "slow_clients")
 
     def __init__(self):
+        # live connections by transport, kept as they register and leave (never per
+        # delivery), so the dashboard reads them each second without walking them all
+        self.connections = dict.fromkeys(TRANSPORTS, 0)
         self.deliveries = 0  # frames handed to frontend connections
         self.received = dict.fromkeys(EVENT_SOURCES, 0)  # events published, by where from
         self.slow_clients = dict.fromkeys(TRANSPORTS, 0)

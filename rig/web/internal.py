@@ -47,7 +47,7 @@ def health(request):
 
 
 def internal_resource(hub, settings, store, correlations, metrics, *, cluster=None,
-                      redis=None, target_policy=None):
+                      redis=None, target_policy=None, dashboard=None):
     publish = {b"POST": partial(publish_event, hub)}
     routes = [
         (r"/health", {b"GET": health}),
@@ -69,13 +69,15 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
         (r"/v3/cluster", {b"GET": partial(cluster_view, hub, cluster)}),
         (r"/v3/health", {b"GET": partial(readiness, cluster, redis)}),
     ]
+    if dashboard is not None:  # DASHBOARD_ENABLED; without it /dashboard is an unknown path
+        routes += dashboard.routes()
     return Router(routes, fallback=not_found)
 
 
 def internal_site(hub, settings, store, correlations, metrics, *, cluster=None,
-                  redis=None, target_policy=None):
+                  redis=None, target_policy=None, dashboard=None):
     router = internal_resource(hub, settings, store, correlations, metrics, cluster=cluster,
-                               redis=redis, target_policy=target_policy)
+                               redis=redis, target_policy=target_policy, dashboard=dashboard)
     guard = OperatorGuard(router, tokens=settings.api_auth_tokens,
                           client_certificates=bool(settings.api_https_client_ca))
     return RigSite(guard, max_request_bytes=settings.max_request_bytes,
