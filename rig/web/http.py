@@ -353,6 +353,11 @@ class Router(Resource):
                         for pattern, methods in routes]
         self._fallback = fallback
 
+    def routes(self):
+        """``(pattern, methods)`` for each route, in matching order: what this router
+        serves, for the API description's drift test."""
+        return [(pattern.pattern, tuple(methods)) for _prefix, pattern, methods in self._routes]
+
     def render(self, request):
         handler, groups = self._resolve(request)
         if request.too_large:

@@ -10,6 +10,7 @@ from rig.web.metrics_api import serve_metrics
 from rig.web.operators import OperatorGuard
 from rig.web.publish import publish_event
 from rig.web.responses_api import post_response
+from rig.web.swagger import SwaggerUI, load_assets
 
 
 def not_found(request, **_groups):
@@ -69,6 +70,7 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
         (r"/v3/cluster", {b"GET": partial(cluster_view, hub, cluster)}),
         (r"/v3/health", {b"GET": partial(readiness, cluster, redis)}),
     ]
+    routes += SwaggerUI(load_assets()).routes()
     return Router(routes, fallback=not_found)
 
 
