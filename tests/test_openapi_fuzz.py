@@ -13,6 +13,7 @@ one) every poll is a new session, answered at once.
 
 ``RIG_FUZZ_EXAMPLES`` (default 25) sets the examples per operation.
 """
+import contextlib
 import os
 import re
 import signal
@@ -48,42 +49,58 @@ internal_operations = schema.exclude(path_regex="^/_rig/")
 inbound_operations = schema.include(path_regex="^/_rig/").exclude(path_regex=STREAMS)
 
 
-def _wait_ready(notify, process):
+def _wait_ready(notify, process, log):
     """The ports from the READY=1 message the gateway sends its notify socket."""
     while True:
         try:
             datagram = notify.recv(65536).decode("utf-8")
         except TimeoutError:
-            raise AssertionError(f"the gateway did not start (exit {process.poll()})") from None
+            raise AssertionError(f"the gateway did not start (exit {process.poll()}):"
+                                 f" {log.read_text(errors='replace')[-500:]}") from None
         fields = dict(line.split("=", 1) for line in datagram.splitlines() if "=" in line)
         if fields.get("READY") == "1":
             return listening_ports(fields["STATUS"])
 
 
-@pytest.fixture(scope="module")
-def rig_process(tmp_path_factory):
-    """A ``twistd rig`` on ephemeral loopback ports: ``{"process", "inbound", "internal"}``."""
-    workdir = tmp_path_factory.mktemp("fuzz")
+@contextlib.contextmanager
+def running_rig(workdir, **settings_env):
+    """A ``twistd rig`` on ephemeral loopback ports: ``{"process", "inbound", "internal",
+    "log"}``; killed on exit."""
     notify_path = str(workdir / "notify")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
-    notify.settimeout(30)
+    notify.settimeout(10)
     ephemeral = "tcp:0:interface=127.0.0.1"
     env = dict(os.environ, INBOUND_PORT=ephemeral, API_HTTP_PORT=ephemeral, LOG_LEVEL="warn",
                JWT_SECRET_KEY="mysecret", NOTIFY_SOCKET=notify_path,
                MAX_CONNECTIONS_PER_MINUTE="100000")
     for name in ("WATCHDOG_USEC", "API_AUTH_TOKENS", "CLUSTER_PORT", "REDIS_URL"):
         env.pop(name, None)
+    env.update(settings_env)
     with open(workdir / "rig.log", "wb") as log:
         process = subprocess.Popen([TWISTD, "--nodaemon", "--pidfile=", "rig"], cwd=workdir,
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        ports = _wait_ready(notify, process)
+        ports = _wait_ready(notify, process, workdir / "rig.log")
         yield {"process": process, **ports, "log": workdir / "rig.log"}
     finally:
         notify.close()
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def rig_process(tmp_path_factory):
+    with running_rig(tmp_path_factory.mktemp("fuzz")) as rig:
+        yield rig
+
+
+@pytest.fixture(scope="module")
+def locked_rig(tmp_path_factory):
+    """Its internal API needs a token (API_AUTH_TOKENS), which the fuzz does not send."""
+    token = "an-operators-token-0123"
+    with running_rig(tmp_path_factory.mktemp("fuzz-locked"), API_AUTH_TOKENS=token) as rig:
+        yield rig
 
 
 def _base(rig_process, name):
@@ -116,6 +133,19 @@ def test_inbound_api(case, rig_process, http):
         checks = [check for check in CHECKS if check is not negative_data_rejection]
     case.call_and_validate(base_url=_base(rig_process, "inbound"), session=http,
                            checks=checks, timeout=10)
+
+
+OPEN_PATHS = ("/health", "/metrics")
+
+
+@internal_operations.parametrize()
+@settings(FUZZ_SETTINGS, max_examples=5)
+def test_internal_api_without_the_token(case, locked_rig, http):
+    """The security the document declares: 401 with the documented body, except on the
+    open paths."""
+    response = case.call_and_validate(base_url=_base(locked_rig, "internal"), session=http,
+                                      checks=CHECKS, timeout=10)
+    assert (response.status_code == 401) == (case.operation.path not in OPEN_PATHS)
 
 
 def test_gateway_alive_after_the_fuzz(rig_process, http):

@@ -658,6 +658,27 @@ def _inbound_paths():
     return paths
 
 
+# What either listener answers to any request whose head is too long, before routing.
+HEAD_LIMITS = {
+    "414": _text("The request line is over 32 KB: `URI too long.` (then the connection"
+                 " closes)."),
+    "431": _text("A header line is over 32 KB, or all of them over 64 KB: `Request header"
+                 " too large.` (then the connection closes)."),
+}
+_METHODS = ("get", "put", "post", "delete", "options")
+
+
+def _paths():
+    paths = {**_internal_paths(), **_inbound_paths()}
+    for item in paths.values():
+        for method in _METHODS:
+            if method in item:
+                item[method]["responses"].update(
+                    {code: {"$ref": f"#/components/responses/HeadTooLong{code}"}
+                     for code in HEAD_LIMITS})
+    return paths
+
+
 def build_document():
     """The OpenAPI document as a dict (a fresh copy each time)."""
     return copy.deepcopy({
@@ -674,10 +695,11 @@ def build_document():
         "tags": [{"name": name} for name in (
             "connections", "subscriptions", "events", "apis", "session blacklist", "proxy",
             "health")],
-        "paths": {**_internal_paths(), **_inbound_paths()},
+        "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,
-            "responses": RESPONSES,
+            "responses": {**RESPONSES, **{f"HeadTooLong{code}": response
+                                          for code, response in HEAD_LIMITS.items()}},
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http", "scheme": "bearer",
