@@ -7,6 +7,7 @@ import pytest
 import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openapi_spec_validator import validate as validate_openapi
 from twisted.internet import reactor
 
 from rig.service import RigService
@@ -156,6 +157,7 @@ def test_not_api_exclusions_are_served():
 
 
 def test_document_shape():
+    validate_openapi(DOCUMENT)  # against the OpenAPI 3.1 meta-schema
     assert DOCUMENT["openapi"] == "3.1.0"
     operation_ids = [item[method]["operationId"] for item in DOCUMENT["paths"].values()
                      for method in METHODS if method in item]
