@@ -354,7 +354,7 @@ class StubServer:
         self.answer = answer
         self.requests = []
         self.hanging = []
-        self.site = server.Site(_Resource())
+        self.site = server.Site(_Resource(), parsePOSTFormSubmission=False)  # bodies as sent
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
 
     @property

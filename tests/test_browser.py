@@ -275,3 +275,33 @@ async def test_recovery_page_resumes_with_last_event_id(make_gateway, page):
     assert names(await page.events("greeting", 3)) == ["before", "missed-1", "missed-2"]
     await gateway.publish(greeting("after", "r4"))
     assert names(await page.events("greeting", 4)) == ["before", "missed-1", "missed-2", "after"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_swagger_ui_shows_every_operation_from_local_files(make_gateway, page):
+    """Swagger UI (issue 16) reads the OpenAPI 3.1 document and lists every operation;
+    everything the page loaded came from the gateway itself, so it works offline."""
+    from rig.web.openapi import build_document
+
+    gateway = make_gateway()
+    await deferToThread(page.chrome.get, gateway.url("/swagger-ui", internal=True))
+    expected = sorted(
+        (method.upper(), path) for path, item in build_document()["paths"].items()
+        for method in ("get", "put", "post", "delete", "options") if method in item)
+
+    def operations(chrome):
+        blocks = chrome.find_elements(By.CSS_SELECTOR, ".opblock-summary")
+        shown = sorted(
+            (block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text,
+             block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute(
+                 "data-path"))
+            for block in blocks)
+        return shown if len(shown) == len(expected) else None
+
+    assert await page.until(operations, "every operation listed") == expected
+    origin = gateway.url("", internal=True)
+    loaded = await deferToThread(page.chrome.execute_script, (
+        "return performance.getEntriesByType('resource').map((entry) => entry.name);"))
+    assert loaded and all(url.startswith(origin + "/swagger-ui/") for url in loaded), loaded
+    errors = await deferToThread(page.chrome.find_elements, By.CSS_SELECTOR, ".errors-wrapper")
+    assert not errors

@@ -75,3 +75,30 @@ async def test_validation_errors_use_rigs_map(make_gateway):
     response = await gateway.request("POST", "/v3/apis", internal=True, data=b"{nope",
                                      headers={"content-type": "application/json"})
     assert response.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_fields_the_proxy_reads_must_have_their_type(make_gateway):
+    """Found by the schemathesis fuzz (issue 16): ``use_env: {}``, a list of
+    ``add_headers`` or a number as ``query_name`` were accepted, and every request the
+    API then matched got a 500. Now a 400 names the field; null still counts as absent."""
+    gateway = make_gateway()
+    get = endpoint("e", "GET", "/x", transform_request_headers=True)
+    cases = [
+        (api(80, get, proxy={"target_url": "B", "port": 80, "use_env": {}}),
+         "api", {"use_env": "must be boolean"}),
+        (api(80, get, version_data={"default": {
+            "endpoints": [get], "transform_request_headers": {"add_headers": ["x"]}}}),
+         "api", {"add_headers": "must be an object of strings"}),
+        (api(80, get, auth_type="jwt", auth={"use_query": True, "query_name": 5}),
+         "books", {"query_name": "must be string"}),
+        (api(80, endpoint("e", "GET", "/x", secured="yes"), auth_type="jwt"),
+         "books/e", {"secured": "must be boolean"}),
+        (api(80, get, versioned=[]), "api", {"versioned": "must be boolean"}),
+    ]
+    for definition, key, error in cases:
+        status, errors = await call(gateway, "POST", "/v3/apis", definition)
+        assert status == 400 and error in errors[key], (definition, errors)
+        assert (await gateway.request("GET", "/x")).code == 404  # nothing was stored
+    nulls = api(80, get, versioned=None, proxy={"target_url": "B", "port": 80, "use_env": None})
+    assert await call(gateway, "POST", "/v3/apis", nulls) == (201, {"message": "ok"})

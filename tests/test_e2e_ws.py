@@ -2,7 +2,8 @@
 import pytest_twisted
 
 from rig.connections.ws import NO_TWO_WAY
-from tests.support import greeting, subs_query
+from rig.web.inbound import NOT_AN_UPGRADE
+from tests.support import RawHTTPClient, greeting, subs_query, within
 
 ALICE = [{"eventType": "greeting", "oneOf": [{"name": "alice"}]}]
 
@@ -91,3 +92,17 @@ async def test_an_open_connection_keeps_little_and_still_works(gateway):
     assert (await client.next_event())["id"] == "a2"
     client.send_text("hello")  # autobahn's own paths still find what they read
     assert await client.close_info() == (1000, NO_TWO_WAY)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plain_get_is_told_to_upgrade(gateway):
+    """Found by the schemathesis fuzz (issue 16): a GET without ``Upgrade: websocket`` got
+    autobahn's 200 banner page, naming autobahn and its version; now 426."""
+    raw = await RawHTTPClient.open(gateway.inbound_port, "GET", "/_rig/v1/connection/ws?jwt=x")
+    gateway.clients.append(raw)
+    assert raw.status == 426
+    assert raw.headers.get("upgrade") == "websocket"
+    assert "server" not in raw.headers
+    await within(raw.complete)
+    assert raw.body == NOT_AN_UPGRADE.encode()
+    assert len(gateway.hub.connections) == 0

@@ -25,6 +25,27 @@ def _string_errors(value, field):
     return []
 
 
+def _typed_errors(container, fields, expected):
+    """``{field: "must be <expected>"}`` for each optional field of *container* that is
+    present but of another type (null counts as absent): the proxy reads these fields
+    when it forwards, where a list for a boolean or a number for a name would crash."""
+    kinds = {"boolean": bool, "string": str, "object": dict}
+    return [{field: f"must be {expected}"} for field in fields
+            if container.get(field) is not None
+            and not isinstance(container[field], kinds[expected])]
+
+
+def _version_errors(version):
+    transform = version.get("transform_request_headers")
+    found = _typed_errors(version, ("transform_request_headers",), "object")
+    if isinstance(transform, dict):
+        add = transform.get("add_headers")
+        if add is not None and (not isinstance(add, dict) or not all(
+                isinstance(value, str) for value in add.values())):
+            found.append({"add_headers": "must be an object of strings"})
+    return found
+
+
 def validate(api, policy=None):
     """RIG's error map for *api* (a dict); empty when the definition is valid.
 
@@ -35,11 +56,13 @@ def validate(api, policy=None):
         return {"api": [{"api": "must be an object"}]}
     errors = {}
     top = _string_errors(api.get("id"), "id") + _string_errors(api.get("name"), "name")
+    top += _typed_errors(api, ("versioned",), "boolean")
     proxy = api.get("proxy")
     if not isinstance(proxy, dict) or not proxy:
         top.append({"proxy": "must be present"})
     else:
         top += _string_errors(proxy.get("target_url"), "target_url")
+        top += _typed_errors(proxy, ("use_env",), "boolean")
         port = proxy.get("port")
         if isinstance(port, bool) or not isinstance(port, int):
             top.append({"port": "must be integer"})
@@ -58,6 +81,7 @@ def validate(api, policy=None):
             if not isinstance(version, dict) or not isinstance(version.get("endpoints"), list):
                 top.append({"endpoints": "must be list"})
                 break
+            top += _version_errors(version)
     if top:
         errors["api"] = top
     api_id = api.get("id") if isinstance(api.get("id"), str) else ""
@@ -79,6 +103,8 @@ def _auth_errors(api):
     if auth_type not in ("jwt", "none", None):
         found.append({"auth_type": 'must be one of ["jwt", "none"]'})
     if isinstance(auth, dict):
+        found += _typed_errors(auth, ("use_header", "use_query"), "boolean")
+        found += _typed_errors(auth, ("header_name", "query_name"), "string")
         if auth.get("use_header") and not auth.get("header_name"):
             found.append({"header_name": "must be present"})
         if auth.get("use_query") and not auth.get("query_name"):
@@ -98,6 +124,8 @@ def _endpoint_errors(api, api_id, endpoint, errors):
     found = []
     for field in ("id", "path_regex", "method"):
         found += _string_errors(endpoint.get(field), field)
+    found += _typed_errors(endpoint, ("secured", "transform_request_headers"), "boolean")
+    found += _typed_errors(endpoint, ("topic", "schema"), "string")
     if endpoint.get("secured") and api.get("auth_type") != "jwt":
         found.append({"auth_type": 'must be one of ["jwt"]'})
     target = endpoint.get("target", "http")

@@ -254,8 +254,12 @@ class RigSite(server.Site):
         """*idle_timeout* closes a keep-alive connection with no request in progress;
         *header_timeout* bounds a request head from its first byte. Streams (SSE,
         WebSocket, parked long polls) are requests in progress: neither applies."""
+        # No form parsing by Twisted (parsePOSTFormSubmission): it would read every
+        # multipart POST through the email parser on the reactor, proxied uploads too, and
+        # answer a malformed one with a bare 400 and a dropped connection before any
+        # handler; the internal API parses its forms itself (rig/web/params.py).
         super().__init__(resource, requestFactory=BoundedRequest, timeout=idle_timeout,
-                         **kwargs)
+                         parsePOSTFormSubmission=False, **kwargs)
         self.max_request_bytes = max_request_bytes
         self.max_proxy_body_bytes = max_proxy_body_bytes
         self.header_timeout = header_timeout
@@ -352,6 +356,11 @@ class Router(Resource):
         self._routes = [(_literal_prefix(pattern), re.compile(pattern), methods)
                         for pattern, methods in routes]
         self._fallback = fallback
+
+    def routes(self):
+        """``(pattern, methods)`` for each route, in matching order: what this router
+        serves, for the API description's drift test."""
+        return [(pattern.pattern, tuple(methods)) for _prefix, pattern, methods in self._routes]
 
     def render(self, request):
         handler, groups = self._resolve(request)

@@ -19,9 +19,20 @@ def events_preflight(cors, request):
     return preflight(request, cors, methods=b"POST", allow=b"content-type")
 
 
+NOT_AN_UPGRADE = "This endpoint speaks WebSocket only: send an Upgrade: websocket request."
+
+
 def upgrade_to_websocket(websocket, request):
     """Hand the connection to the WebSocket; its HTTP channel is then no longer the site's
-    to drain (the hub closes WebSockets on shutdown)."""
+    to drain (the hub closes WebSockets on shutdown).
+
+    A plain GET gets 426 here: autobahn would answer it with its banner page (200,
+    naming itself and its version), as if a WebSocket had been opened."""
+    upgrade = request.getHeader(b"upgrade") or b""
+    if upgrade.strip().lower() != b"websocket":
+        body = respond(request, 426, NOT_AN_UPGRADE, TEXT, headers=[(b"upgrade", b"websocket")])
+        request.setResponseCode(426, b"Upgrade Required")  # a phrase Twisted does not know
+        return body
     channel = request.channel
     result = websocket.render(request)
     if channel.transport is None:

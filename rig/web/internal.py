@@ -10,6 +10,7 @@ from rig.web.metrics_api import serve_metrics
 from rig.web.operators import OperatorGuard
 from rig.web.publish import publish_event
 from rig.web.responses_api import post_response
+from rig.web.swagger import SwaggerUI, load_assets
 
 
 def not_found(request, **_groups):
@@ -71,6 +72,7 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
     ]
     if dashboard is not None:  # DASHBOARD_ENABLED; without it /dashboard is an unknown path
         routes += dashboard.routes()
+    routes += SwaggerUI(load_assets()).routes()
     return Router(routes, fallback=not_found)
 
 

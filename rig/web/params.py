@@ -1,4 +1,7 @@
 """Request parameters on the internal API: JSON, urlencoded or multipart bodies (spec 1.3)."""
+from email.parser import BytesParser
+from email.policy import HTTP
+from urllib.parse import parse_qs
 
 from rig import jsonbounds
 from rig.httputil import JSON, header, request_body, respond
@@ -31,9 +34,37 @@ def body_params(request):
         except ValueError:
             raise ParamsError(400) from None
         return value if isinstance(value, dict) else {"_json": value}
-    if media in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return {
-            name.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
-            for name, values in request.args.items() if values
-        }
+    if media == "application/x-www-form-urlencoded":
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True,
+                        errors="replace")
+        return _first_values(request.args, form)
+    if media == "multipart/form-data":
+        return _first_values(request.args, _multipart_fields(content_type, body))
     raise ParamsError(415)
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _first_values(*sources):
+    """The first value of each field, as text; a later source wins (the body over the
+    query, as in RIG)."""
+    return {_text(name): _text(values[0])
+            for source in sources for name, values in source.items() if values}
+
+
+def _multipart_fields(content_type, body):
+    """``{name: [value]}`` of a multipart/form-data body; ParamsError(400) if it is not one."""
+    head = f"MIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n".encode(
+        "utf-8", "replace")
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    if not message.is_multipart() or message.defects:
+        raise ParamsError(400)
+    fields = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            fields.setdefault(name.encode("utf-8", "replace"), []).append(
+                part.get_payload(decode=True) or b"")
+    return fields
