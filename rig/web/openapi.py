@@ -47,10 +47,12 @@ def _text(description, headers=None):
     return response
 
 
+RAW = "sent without a Content-Type header, as RIG sends it"
+
+
 def _raw(description):
     """A body RIG sends without a Content-Type header (a plain sentence)."""
-    return {"description": description + " The body is a plain sentence sent without a"
-            " Content-Type header, as RIG sends it."}
+    return {"description": f"{description} The body is a plain sentence {RAW}."}
 
 
 def _empty(description, headers=None):
@@ -67,7 +69,6 @@ def _header(description, schema=None):
 CORS = {"access-control-allow-origin": _header("The CORS setting (default `*`).")}
 TOO_LARGE = _text("The body is over MAX_REQUEST_BYTES: `Request body too large.`")
 UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
-BAD_PARAMS = {"$ref": "#/components/responses/BadParams"}
 UNSUPPORTED_MEDIA = {"$ref": "#/components/responses/UnsupportedMedia"}
 
 
@@ -305,10 +306,9 @@ RESPONSES = {
         "API_AUTH_TOKENS is set and the request has no valid `Authorization: Bearer` token.",
         _ref("ErrorDetail"),
         headers={"www-authenticate": _header("`Bearer realm=\"rig internal API\"`")}),
-    "BadParams": _json("The body is malformed JSON: `Bad request`.", _ref("ErrorDetail")),
     "UnsupportedMedia": _json(
-        "A body of another type than JSON, urlencoded or multipart: `Unsupported media type`"
-        " (`{\"errors\":{\"detail\":\"Bad request\"}}`).", _ref("ErrorDetail")),
+        "A body of another type than JSON, urlencoded or multipart:"
+        " `{\"errors\":{\"detail\":\"Bad request\"}}`.", _ref("ErrorDetail")),
 }
 
 
@@ -359,9 +359,9 @@ def _blacklist_add(operation_id):
             "201": _json("Blacklisted (again: the validity is extended).", {"type": "object"},
                          headers={"location": _header("`<request path>/<sessionId>`"),
                                   **CORS}),
-            "400": _raw("`sessionId` or `validityInSeconds` missing or invalid (a sentence"
-                        " naming it), or `{\"errors\":{\"detail\":\"Bad request\"}}` for"
-                        " malformed JSON."),
+            "400": {"description": "`sessionId` or `validityInSeconds` missing or invalid:"
+                                  f" a sentence naming it, {RAW}; or malformed JSON:"
+                                  " `{\"errors\":{\"detail\":\"Bad request\"}}`."},
             "413": TOO_LARGE,
             "415": UNSUPPORTED_MEDIA,
         },
@@ -535,6 +535,7 @@ _SETUP_ERRORS = {
                 " (a sentence saying which)."),
     "429": _raw("MAX_CONNECTIONS_PER_MINUTE reached: `Reached maximum number of"
                 " connections`."),
+    "503": _raw("The node is shutting down: `Shutting down.`"),
 }
 
 
@@ -614,6 +615,8 @@ def _inbound_paths():
                                      "`connection_token` and `last_event_id`.")}),
                     "400": _text("The subscriptions or the JWT are invalid.", headers=CORS),
                     "429": _text("MAX_CONNECTIONS_PER_MINUTE reached."),
+                    "503": _text("The node is shutting down: `Shutting down.`",
+                                 headers=CORS),
                 },
             },
             "options": {"operationId": "longPollPreflight", "summary": "CORS preflight.",
