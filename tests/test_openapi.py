@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 from twisted.internet import reactor
 
+from rig.dashboard.page import Dashboard, load_assets
 from rig.service import RigService
 from rig.settings import Settings
 from rig.web.examples import ExamplePages
@@ -19,10 +20,12 @@ from rig.web.openapi import INBOUND_SERVERS, build_document
 from rig.web.swagger import SwaggerUI
 
 # Routes that are HTML pages and their files, not API: the document leaves them out.
-# (Swagger UI's own page and assets; the example pages of EXAMPLES_ENABLED.)
+# (Swagger UI's and the dashboard's pages and assets; the example pages of EXAMPLES_ENABLED.)
 NOT_API = {
     "internal": {pattern for pattern, _methods in SwaggerUI({}).routes()
-                 if "rig_api_swagger" not in pattern},
+                 if "rig_api_swagger" not in pattern}
+    | {pattern for pattern, _methods in Dashboard(None, {}).routes()
+       if pattern != "/dashboard/data"},
     "inbound": {pattern for pattern, _methods in ExamplePages({}).routes()},
 }
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -34,7 +37,8 @@ def routers():
                           api_listen="tcp:0:interface=127.0.0.1", examples_enabled=True)
     service = RigService.build(configured, reactor)
     return {
-        "internal": internal_resource(service.hub, configured, None, None, None),
+        "internal": internal_resource(service.hub, configured, None, None, None,
+                                      dashboard=Dashboard(None, load_assets())),
         "inbound": inbound_resource(service.hub, configured, None),
     }
 

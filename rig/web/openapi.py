@@ -73,9 +73,9 @@ UNSUPPORTED_MEDIA = {"$ref": "#/components/responses/UnsupportedMedia"}
 
 
 def _internal(operation, *, guarded=True):
-    """An internal-port operation: the bearer security scheme applies, and 401 with it."""
+    """An internal-port operation: the token schemes apply, and 401 with them."""
     if guarded:
-        operation["security"] = [{}, {"bearerAuth": []}]
+        operation["security"] = [{}, {"bearerAuth": []}, {"basicAuth": []}]
         operation["responses"]["401"] = UNAUTHORIZED
     return operation
 
@@ -293,6 +293,54 @@ SCHEMAS = {
     },
 }
 
+_BY_TRANSPORT = {"type": "object", "additionalProperties": {"type": "number"},
+                 "description": "By transport: `ws`, `sse`, `longpoll`."}
+_BY_SOURCE = {"type": "object", "additionalProperties": {"type": "number"},
+              "description": "By source: `http`, `redis`, `cluster`."}
+_MS_OR_NULL = {"type": ["number", "null"]}
+SCHEMAS["DashboardData"] = {
+    "description": "The dashboard's figures: totals now (`current`) and one sample a second"
+                   " of the last five minutes (`samples`, rates per second).",
+    "type": "object",
+    "required": ["node", "started", "time", "interval", "window", "current", "samples"],
+    "properties": {
+        "node": {"type": "string"},
+        "worker": {"type": ["integer", "null"]},
+        "workers": {"type": ["object", "null"],
+                    "description": "With WORKERS=N: how many workers answered, of how many."},
+        "started": {"type": "number", "description": "When the sampler started (epoch s)."},
+        "time": {"type": "number"},
+        "interval": {"type": "number"},
+        "window": {"type": "integer"},
+        "latency_window": {"type": "number"},
+        "current": {
+            "type": "object",
+            "required": ["connections", "received", "deliveries", "slow_clients", "proxy"],
+            "properties": {
+                "connections": _BY_TRANSPORT,
+                "received": _BY_SOURCE,
+                "deliveries": {"type": "integer"},
+                "slow_clients": _BY_TRANSPORT,
+                "proxy": {"type": "array", "items": {
+                    "type": "object", "required": ["target", "requests"],
+                    "properties": {
+                        "target": {"type": "string"}, "requests": {"type": "integer"},
+                        "rate": {"type": "number"},
+                        "latency_ms": {"type": "object",
+                                       "additionalProperties": _MS_OR_NULL}}}},
+                "cluster": {"type": ["object", "null"]},
+                "redis": {"type": ["object", "null"]},
+            },
+        },
+        "samples": {"type": "array", "maxItems": 300, "items": {
+            "type": "object", "required": ["t"],
+            "properties": {
+                "t": {"type": "number"}, "connections": _BY_TRANSPORT, "received": _BY_SOURCE,
+                "deliveries": {"type": "number"}, "slow_clients": _BY_TRANSPORT,
+                "proxy": {"type": "object"}, "redis_lag": {"type": ["integer", "null"]}}}},
+    },
+}
+
 SCHEMAS["ApiDefinitionChanges"] = {
     **SCHEMAS["ApiDefinition"],
     "description": "A PUT's definition: the path names the API, a body `id` is overridden.",
@@ -303,9 +351,12 @@ SCHEMAS["ApiDefinitionChanges"] = {
 
 RESPONSES = {
     "Unauthorized": _json(
-        "API_AUTH_TOKENS is set and the request has no valid `Authorization: Bearer` token.",
+        "API_AUTH_TOKENS is set and the request has no valid token (`Authorization: Bearer`,"
+        " or HTTP Basic with the token as the password).",
         _ref("ErrorDetail"),
-        headers={"www-authenticate": _header("`Bearer realm=\"rig internal API\"`")}),
+        headers={"www-authenticate": _header(
+            "Two challenges: `Bearer realm=\"rig internal API\"` and `Basic realm=\"rig"
+            " internal API\", charset=\"UTF-8\"` (so that a browser asks).")}),
     "UnsupportedMedia": _json(
         "A body of another type than JSON, urlencoded or multipart:"
         " `{\"errors\":{\"detail\":\"Bad request\"}}`.", _ref("ErrorDetail")),
@@ -501,6 +552,20 @@ def _internal_paths():
                 "400": _raw("`Failed to parse request body: <why>` (a header missing, a"
                             " code not an integer, an invalid correlation id)."),
                 "413": TOO_LARGE,
+            },
+        })},
+        "/dashboard/data": {"get": _internal({
+            "operationId": "dashboardData",
+            "summary": "The figures the dashboard page (`GET /dashboard`) shows; it asks"
+                       " once a second. 404 with DASHBOARD_ENABLED=false.",
+            "tags": ["health"],
+            "parameters": [{
+                "name": "since", "in": "query", "required": False,
+                "description": "Only the samples after this `t` (what the page already has).",
+                "schema": {"type": "number"}}],
+            "responses": {
+                "200": _json("The figures.", _ref("DashboardData")),
+                "400": _json("`since` is not a finite number.", _ref("ErrorDetail")),
             },
         })},
         "/swagger-ui/rig_api_swagger.json": {"get": _internal({
@@ -708,6 +773,11 @@ def build_document():
                     "type": "http", "scheme": "bearer",
                     "description": "One of API_AUTH_TOKENS; only needed when that is set"
                                    " (`/health` and `/metrics` stay open).",
+                },
+                "basicAuth": {
+                    "type": "http", "scheme": "basic",
+                    "description": "One of API_AUTH_TOKENS as the password, any user name: what"
+                                   " a browser sends for Swagger UI and the dashboard.",
                 },
                 "frontendJwt": {
                     "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
