@@ -5,10 +5,11 @@ from opentelemetry import trace as otel
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.web.http_headers import Headers
 
 from rig.settings import Settings
 from rig.tracing.config import build_tracing, export_targets
-from rig.tracing.context import parse_traceparent
+from rig.tracing.context import child_header_lines, parse_traceparent
 from rig.tracing.export import ReactorBatchProcessor, shown_url
 from rig.tracing.tracer import Tracing
 from tests.test_settings import error_for
@@ -39,6 +40,28 @@ def test_the_parser_agrees_with_opentelemetrys_propagator(parts):
     else:
         assert ours == (f"{context.trace_id:032x}", f"{context.span_id:016x}",
                         f"{int(context.trace_flags):02x}")
+
+
+@given(pieces, st.sampled_from([None, "a=1", "a=1," + "b" * 600]))
+def test_the_proxys_header_lines_are_the_child_a_trace_would_be(parts, state):
+    version, trace_id, parent, flags, rest, lead = parts
+    value = f"{lead}{version}-{trace_id}-{parent}-{flags}{rest}"
+    headers = Headers({b"traceparent": [value.encode()]})
+    if state is not None:
+        headers.setRawHeaders(b"tracestate", [state.encode()])
+    lines = child_header_lines(headers).decode().split("\r\n")
+    expected = Tracing(Clock()).start("x", value, state)
+    child = parse_traceparent(lines[0].removeprefix("traceparent: "))
+    assert lines[0].startswith("traceparent: 00-") and child is not None
+    parent_ids = parse_traceparent(value)
+    if parent_ids is None:
+        assert child[0] != trace_id and child[2] == "01" and lines[1] == ""
+    else:
+        assert (child[0], child[2]) == (parent_ids[0], parent_ids[2]) != (None, None)
+        assert child[1] != parent_ids[1]
+        assert lines[1] == (f"tracestate: {expected.tracestate}" if expected.tracestate
+                            else "")
+    assert child_header_lines(Headers()).startswith(b"traceparent: 00-")
 
 
 @given(st.text(max_size=80))

@@ -17,6 +17,7 @@ from twisted.web.http import NO_BODY_CODES
 from rig.httputil import client_gone, respond_now
 from rig.proxy.targets import TargetPolicy, TargetRefused
 from rig.proxy.upstream import INLINE_BODY_BYTES
+from rig.tracing.context import child_header_lines
 
 HOP_BY_HOP = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
@@ -68,7 +69,8 @@ def _safe_value(value):
 def upstream_head(request, route, target, *, host, port, by_address, trace=None):
     """The request head for the backend: the client's headers minus hop-by-hop ones,
     with Host, Forwarded, X-Forwarded-* and the gateway's trace context (*trace*, a
-    :class:`rig.tracing.tracer.Trace`), as bytes ready to send."""
+    recorded :class:`rig.tracing.tracer.Trace`; without one, a child of the client's),
+    as bytes ready to send."""
     request_headers = request.requestHeaders
     dropped = NOT_FORWARDED
     listed = request_headers.getRawHeaders(b"connection")
@@ -96,8 +98,8 @@ def upstream_head(request, route, target, *, host, port, by_address, trace=None)
     incoming_host = request_headers.getRawHeaders(b"host")
     if incoming_host:
         lines += (b"X-Forwarded-Host: ", incoming_host[0], b"\r\n")
-    if trace is not None:
-        lines.append(trace.header_lines())
+    lines.append(child_header_lines(request_headers) if trace is None
+                 else trace.header_lines())
     return lines
 
 

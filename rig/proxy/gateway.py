@@ -41,6 +41,7 @@ class Proxy:
                  async_timeout, clock, redis_target=None, stats=None, tracing=None):
         self._clock = clock
         self._tracing = tracing if tracing is not None else Tracing(clock)
+        self._exporting = self._tracing.exporting
         self.stats = stats if stats is not None else ProxyStats()
         self._store = store
         self._forwarder = forwarder
@@ -104,24 +105,27 @@ class Proxy:
             )
         target = endpoint.get("target", "http")
         response_from = endpoint.get("response_from", "http")
-        tracing = self._tracing
-        if tracing.exporting:
-            trace = tracing.start_from_request(f"{method} {endpoint['path_regex']}", request,
-                                               attributes=_span_attributes(request, route))
-        else:  # no name or attributes to build: nothing is recorded
-            trace = tracing.start_from_request(None, request)
-        done = partial(self._record, (method, path, target, response_from),
-                       self._clock.seconds(), request, trace)
+        labels = (method, path, target, response_from)
+        if self._exporting:
+            trace = self._tracing.start_from_request(
+                f"{method} {endpoint['path_regex']}", request,
+                attributes=_span_attributes(request, route))
+            done = partial(self._record_traced, labels, self._clock.seconds(), request, trace)
+        else:  # nothing recorded: the backend's traceparent is made with its request head
+            trace = None
+            done = partial(self._record, labels, self._clock.seconds())
         if target == "http" and response_from == "http":  # the common case, without a coroutine
             self._forwarder.forward(request, route, done, trace=trace)
             return NOT_DONE_YET
         return defer.ensureDeferred(self._dispatch(request, route, done, trace))
 
-    def _record(self, labels, started, request, trace, status):
+    def _record_traced(self, labels, started, request, trace, status):
+        trace.end(request.code if status is not None else None,
+                  attributes={"rig.status": status or "client_gone"})
+        self._record(labels, started, status)
+
+    def _record(self, labels, started, status):
         """Count a forwarded request by its labels and *status* (None: not counted)."""
-        if self._tracing.exporting:
-            trace.end(request.code if status is not None else None,
-                      attributes={"rig.status": status or "client_gone"})
         if status is not None:
             self.stats.record(*labels, status, seconds=self._clock.seconds() - started)
 
@@ -132,7 +136,9 @@ class Proxy:
                 outcome.status = "unreachable"
                 result = respond(request, 503, "Redis is not configured (REDIS_URL).")
             else:
-                result = await self.redis_target.handle(request, route, outcome, trace=trace)
+                result = await self.redis_target.handle(
+                    request, route, outcome,
+                    trace=trace or self._tracing.start_from_request(None, request))
         elif route.endpoint.get("response_from") in ("http_async", "redis"):
             # the answer comes later, from /v3/responses or the Redis response stream
             result = await self._forward_and_wait(request, route, outcome, trace)

@@ -57,5 +57,35 @@ def new_traceparent():
     return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
+_CHILD_00 = re.compile(rb"00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})")
+
+
+def child_header_lines(headers):
+    """The ``traceparent`` (and ``tracestate``) request-head lines for a child of what
+    *headers* (a twisted.web ``Headers``) carry, when no span is recorded: the
+    proxy's path, in bytes, without building a :class:`rig.tracing.tracer.Trace`."""
+    incoming = headers.getRawHeaders(b"traceparent")
+    if incoming is None:
+        return b"traceparent: 00-%032x-%016x-01\r\n" % (getrandbits(128) | 1,
+                                                          getrandbits(64) | 1)
+    value = incoming[0]
+    match = _CHILD_00.fullmatch(value)
+    if match is not None and value[3:35] != b"0" * 32 and value[36:52] != b"0" * 16:
+        trace_id, flags = match.groups()
+    else:  # another version, spaces, or invalid: the careful parser decides
+        parsed = parse_traceparent(value.decode("latin-1"))
+        if parsed is None:
+            return b"traceparent: 00-%032x-%016x-01\r\n" % (getrandbits(128) | 1,
+                                                              getrandbits(64) | 1)
+        trace_id, flags = parsed[0].encode(), parsed[2].encode()
+    line = b"traceparent: 00-%s-%016x-%s\r\n" % (trace_id, getrandbits(64) | 1, flags)
+    state = headers.getRawHeaders(b"tracestate")
+    if state:
+        state = b",".join(state)
+        if len(state) <= MAX_TRACESTATE:
+            line += b"tracestate: " + state + b"\r\n"
+    return line
+
+
 def format_traceparent(trace_id, span_id, flags):
     return f"00-{trace_id}-{span_id}-{flags}"
