@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Instructions the gateway executes for a fixed piece of work, counted by callgrind.
+#
+#   benchmarks/instructions.sh proxy  [N] [HEADER]   # N keep-alive proxied GETs (default 2000)
+#   benchmarks/instructions.sh fanout                # 200 WS subscribers, 20 ev/s for 10 s
+#   PYTHONPATH=/tmp/old benchmarks/instructions.sh proxy   # another checkout's gateway
+#
+# Wall-clock figures on this (shared, virtual) machine drift by 10-25% within an
+# hour; callgrind's instruction count for the same work repeats within about 1%,
+# so a cost of a few percent (tracing without an exporter, issue 16) is measured
+# here rather than with wrk. The count runs from the gateway being ready (after a
+# warm-up of 50 requests for the proxy) to the end of the work: start-up is not
+# counted. Needs valgrind, nginx (the proxy's backend) and curl.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+BIN=${VENV:+$VENV/bin}
+BIN=${BIN:-$(dirname "$(command -v python)")}
+CASE=${1:-proxy}
+N=${2:-2000}
+HEADER=${3:-}
+WORK=$(mktemp -d)
+pids=()
+trap 'kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$WORK"' EXIT
+export INBOUND_PORT="tcp:4300:interface=127.0.0.1" API_HTTP_PORT="tcp:4310:interface=127.0.0.1"
+export LOG_LEVEL=warn MAX_CONNECTIONS_PER_MINUTE=1000000 DASHBOARD_ENABLED=false
+if [ "$CASE" = proxy ]; then
+    cat >"$WORK/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000; client_body_temp_path $WORK;
+  server { listen 127.0.0.1:5050; location / { return 200 '{"hello":"world"}'; } } }
+CONF
+    "$(command -v nginx || echo /usr/sbin/nginx)" -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!)
+    export PROXY_CONFIG_FILE='[{"id":"bench","name":"bench","proxy":{"target_url":"127.0.0.1","port":5050},"version_data":{"default":{"endpoints":[{"id":"hello","method":"GET","path_regex":"/hello"}]}}}]'
+fi
+valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$BIN/python" "$BIN/twistd" -n \
+    --pidfile= --logfile="$WORK/rig.log" rig >"$WORK/valgrind.log" 2>&1 & gateway=$!
+pids+=($gateway)
+for _ in $(seq 600); do
+    curl -sf "http://127.0.0.1:4300/_rig/health" >/dev/null 2>&1 && break
+    sleep 0.5
+done
+if [ "$CASE" = proxy ]; then
+    "$BIN/python" "$HERE/keepalive_get.py" 4300 /hello 50 "$HEADER"
+    callgrind_control -z "$gateway" >/dev/null 2>&1
+    "$BIN/python" "$HERE/keepalive_get.py" 4300 /hello "$N" "$HEADER"
+    work=$N
+else
+    callgrind_control -z "$gateway" >/dev/null 2>&1
+    "$BIN/python" "$HERE/fanout.py" --url http://127.0.0.1:4300 --ws 200 --rate 20 \
+        --duration 10 --json-only >"$WORK/fanout.json"
+    work=$("$BIN/python" -c "import json; print(json.load(open('$WORK/fanout.json'))['deliveries_received'])")
+fi
+callgrind_control -d "$gateway" >/dev/null 2>&1
+sleep 1
+total=$(grep -h "^summary:\|^totals:" "$WORK"/cg.out.* | head -1 | awk '{print $2}')
+unit=$([ "$CASE" = proxy ] && echo request || echo delivery)
+echo "$CASE ${PYTHONPATH:+PYTHONPATH=$PYTHONPATH }instructions=$total per_$unit=$((total / work))"
