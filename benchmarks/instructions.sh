@@ -13,6 +13,7 @@
 # counted. Needs valgrind, nginx (the proxy's backend) and curl.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/nginx_backend.sh"
 BIN=${VENV:+$VENV/bin}
 BIN=${BIN:-$(dirname "$(command -v python)")}
 CASE=${1:-proxy}
@@ -24,15 +25,7 @@ trap 'kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$WORK"' EXIT
 export INBOUND_PORT="tcp:4300:interface=127.0.0.1" API_HTTP_PORT="tcp:4310:interface=127.0.0.1"
 export LOG_LEVEL=warn MAX_CONNECTIONS_PER_MINUTE=1000000 DASHBOARD_ENABLED=false
 if [ "$CASE" = proxy ]; then
-    cat >"$WORK/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000; client_body_temp_path $WORK;
-  server { listen 127.0.0.1:5050; location / { return 200 '{"hello":"world"}'; } } }
-CONF
+    nginx_conf "$WORK" 5050 >"$WORK/nginx.conf"
     "$(command -v nginx || echo /usr/sbin/nginx)" -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!)
     export PROXY_CONFIG_FILE='[{"id":"bench","name":"bench","proxy":{"target_url":"127.0.0.1","port":5050},"version_data":{"default":{"endpoints":[{"id":"hello","method":"GET","path_regex":"/hello"}]}}}]'
 fi

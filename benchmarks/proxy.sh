@@ -18,6 +18,7 @@
 # median run by requests/s is reported.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/nginx_backend.sh"
 BIN=${VENV:+$VENV/bin}
 BIN=${BIN:-$(dirname "$(command -v python)")}
 command -v wrk >/dev/null || { echo "proxy.sh: install wrk (apt-get install wrk)" >&2; exit 2; }
@@ -38,22 +39,7 @@ trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$WORK"' EXIT
 if [ "$BACKEND" = nginx ]; then
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     [ -x "$NGINX" ] || { echo "proxy.sh: install nginx (apt-get install nginx)" >&2; exit 2; }
-    cat >"$WORK/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK;
-    server {
-        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
-        location / { default_type application/json; return 200 '{"hello":"world"}'; }
-    }
-}
-EOF
+    nginx_conf "$WORK" "$BACKEND_PORT" >"$WORK/nginx.conf"
     taskset -c "$GENERATOR_CPU" "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!)
 else
     taskset -c "$GENERATOR_CPU" "$BIN/python" "$HERE/backend.py" "$BACKEND_PORT" & pids+=($!)
