@@ -5,12 +5,17 @@ submissions; other sources use :func:`parse_structured`) exactly once. The
 result is a :class:`CloudEvent` holding the decoded document, the JSON bytes
 forwarded to subscribers and the document extractors read.
 
-Accepted: CloudEvents 0.1 (``cloudEventsVersion``), 0.2 and 1.0
-(``specversion``) in structured mode, and 0.2 / 1.0 in binary mode
-(``ce-*`` headers). Every rejection is an :class:`EventError` carrying the
-HTTP status and a one-sentence response body; nothing else is raised.
+Accepted: CloudEvents 0.1 (``cloudEventsVersion``), 0.2, 0.3 and 1.0
+(``specversion``) in structured mode, and 0.2 / 0.3 / 1.0 in binary mode
+(``ce-*`` headers). 0.3 is what the official SDKs still produce besides 1.0:
+its ``datacontenttype`` is 1.0's, ``schemaurl`` 0.2's, and
+``datacontentencoding: "base64"`` says that ``data`` is base64 text. Every
+rejection is an :class:`EventError` carrying the HTTP status and a
+one-sentence response body; nothing else is raised.
 """
 
+import base64
+import binascii
 import datetime
 import json
 import re
@@ -30,17 +35,19 @@ __all__ = [
     "rig_event",
 ]
 
-SUPPORTED_VERSIONS = ("0.1", "0.2", "1.0")
-BINARY_VERSIONS = ("0.2", "1.0")
+SUPPORTED_VERSIONS = ("0.1", "0.2", "0.3", "1.0")
+BINARY_VERSIONS = ("0.2", "0.3", "1.0")
 
 # Required string attributes per version, in the order they are checked.
 _REQUIRED = {
     "0.1": ("eventType", "eventID"),
     "0.2": ("type", "id"),
+    "0.3": ("type", "id", "source"),
     "1.0": ("type", "id", "source"),
 }
 # The attribute that holds the media type of ``data``, per version.
-_CONTENT_TYPE_ATTRIBUTE = {"0.1": "contentType", "0.2": "contenttype", "1.0": "datacontenttype"}
+_CONTENT_TYPE_ATTRIBUTE = {"0.1": "contentType", "0.2": "contenttype", "0.3": "datacontenttype",
+                           "1.0": "datacontenttype"}
 # Binary mode: ce-* headers taken as plain strings (everything else is JSON-decoded if possible).
 _PLAIN_ATTRIBUTES = frozenset(
     (
@@ -53,6 +60,7 @@ _PLAIN_ATTRIBUTES = frozenset(
         "dataschema",
         "subject",
         "datacontenttype",
+        "datacontentencoding",
         "contenttype",
         "traceparent",  # the CloudEvents distributed-tracing extension
         "tracestate",
@@ -108,7 +116,10 @@ class CloudEvent:
     def __attrs_post_init__(self):
         document = self.document
         content_type = document.get(_CONTENT_TYPE_ATTRIBUTE.get(self.specversion, ""))
-        if content_type is not None and "data" in document and not _is_json_media(content_type):
+        if isinstance(document.get("data"), str) and \
+                document.get("datacontentencoding") == "base64":
+            self.filterable = _decoded_for_filters(document, content_type)
+        elif content_type is not None and "data" in document and not _is_json_media(content_type):
             filterable = dict(document)
             del filterable["data"]
             self.filterable = filterable
@@ -163,14 +174,15 @@ def _validate(document: dict) -> tuple[str, str, str]:
                 'specversion "0.1" is not valid: CloudEvents 0.1 uses the '
                 "cloudEventsVersion attribute"
             )
-        if version not in ("0.2", "1.0") or not isinstance(version, str):
-            raise _Invalid(f"unsupported specversion {_show(version)} (supported: 0.1, 0.2, 1.0)")
+        if version not in ("0.2", "0.3", "1.0") or not isinstance(version, str):
+            raise _Invalid(
+                f"unsupported specversion {_show(version)} (supported: 0.1, 0.2, 0.3, 1.0)")
     elif "cloudEventsVersion" in document:
         version = document["cloudEventsVersion"]
         if version != "0.1" or not isinstance(version, str):
             raise _Invalid(
                 f"unsupported cloudEventsVersion {_show(version)} (supported: 0.1; "
-                "0.2 and 1.0 use the specversion attribute)"
+                "0.2, 0.3 and 1.0 use the specversion attribute)"
             )
     else:
         raise _Invalid("no specversion or cloudEventsVersion attribute")
@@ -182,7 +194,41 @@ def _validate(document: dict) -> tuple[str, str, str]:
             raise _Invalid(f'the attribute "{name}" must be a non-empty string')
     if version == "0.1":
         return version, document["eventType"], document["eventID"]
+    if version == "0.3" and "datacontentencoding" in document:
+        _check_encoding(document)
     return version, document["type"], document["id"]
+
+
+def _decoded_for_filters(document, content_type):
+    """What extractors read of a 0.3 event whose ``data`` is base64: the decoded JSON when
+    the content type is JSON (or unset), else no ``data``."""
+    filterable = dict(document)
+    del filterable["data"]
+    if content_type is None or _is_json_media(content_type):
+        raw = _base64_bytes(document["data"])
+        try:
+            filterable["data"] = _loads(raw.decode("utf-8"))
+        except (AttributeError, ValueError, RecursionError):
+            pass  # not JSON after all: nothing to filter on
+    return filterable
+
+
+def _check_encoding(document):
+    """0.3's ``datacontentencoding``: only ``base64`` is defined, and then ``data`` must be
+    base64 text."""
+    encoding = document["datacontentencoding"]
+    if encoding != "base64":
+        raise _Invalid(f'datacontentencoding {_show(encoding)} is not supported (only "base64")')
+    data = document.get("data")
+    if data is not None and not (isinstance(data, str) and _base64_bytes(data) is not None):
+        raise _Invalid('with datacontentencoding "base64" the attribute "data" must be base64 text')
+
+
+def _base64_bytes(text):
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
 
 
 def parse_structured(body: bytes) -> CloudEvent:
@@ -220,7 +266,8 @@ def _parse_binary(content_type: str | None, headers: Mapping[str, str], body: by
     if version not in BINARY_VERSIONS:
         shown = "" if version is None else _show(version)
         raise EventError(
-            f'{_BINARY}, but the ce-specversion header is [{shown}] instead of ["0.2"] or ["1.0"].'
+            f'{_BINARY}, but the ce-specversion header is [{shown}] instead of ["0.2"], ["0.3"]'
+            ' or ["1.0"].'
         )
     document = {}
     for name, value in headers.items():
@@ -250,7 +297,11 @@ def _parse_binary(content_type: str | None, headers: Mapping[str, str], body: by
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise EventError(_BINARY_BAD_UTF8) from None
+            if version != "0.3":
+                raise EventError(_BINARY_BAD_UTF8) from None
+            # 0.3 carries bytes as base64 text, marked by datacontentencoding
+            text = base64.b64encode(body).decode("ascii")
+            document["datacontentencoding"] = "base64"
         if content_type:
             document[content_type_attribute] = content_type
             document["data"] = text

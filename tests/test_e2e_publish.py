@@ -73,7 +73,7 @@ async def test_internal_messages_endpoint_ignores_ce_headers_in_structured_mode(
 @pytest_twisted.ensureDeferred
 async def test_bad_submissions(gateway):
     cases = [
-        ({"content-type": "text/plain", "ce-specversion": "0.3"}, b"x", 400,
+        ({"content-type": "text/plain", "ce-specversion": "0.4"}, b"x", 400,
          'instead of ["0.2"]'),
         ({"content-type": "application/json"}, b'{"specversion":"1.0","type":"t","id":"1"}', 400,
          "The request body does not look like a CloudEvent"),

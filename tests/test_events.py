@@ -186,14 +186,29 @@ def test_structured_0_2_does_not_need_source():
             'the attribute "eventID" must be a non-empty string',
         ),
         (
+            {"specversion": "0.4", "type": "t", "id": "1"},
+            'unsupported specversion "0.4" (supported: 0.1, 0.2, 0.3, 1.0)',
+        ),
+        (
             {"specversion": "0.3", "type": "t", "id": "1"},
-            'unsupported specversion "0.3" (supported: 0.1, 0.2, 1.0)',
+            'the required attribute "source" is missing',
+        ),
+        (
+            {"specversion": "0.3", "type": "t", "id": "1", "source": "s",
+             "datacontentencoding": "gzip", "data": "x"},
+            'datacontentencoding "gzip" is not supported (only "base64")',
+        ),
+        (
+            {"specversion": "0.3", "type": "t", "id": "1", "source": "s",
+             "datacontentencoding": "base64", "data": "not base64!"},
+            'with datacontentencoding "base64" the attribute "data" must be base64 text',
         ),
         (
             {"specversion": 1.0, "type": "t", "id": "1"},
-            "unsupported specversion 1.0 (supported: 0.1, 0.2, 1.0)",
+            "unsupported specversion 1.0 (supported: 0.1, 0.2, 0.3, 1.0)",
         ),
-        ({"specversion": None}, "unsupported specversion null (supported: 0.1, 0.2, 1.0)"),
+        ({"specversion": None},
+         "unsupported specversion null (supported: 0.1, 0.2, 0.3, 1.0)"),
         (
             {"specversion": "0.1", "type": "t", "id": "1"},
             'specversion "0.1" is not valid: CloudEvents 0.1 uses the cloudEventsVersion attribute',
@@ -201,8 +216,8 @@ def test_structured_0_2_does_not_need_source():
         (
             {"cloudEventsVersion": "0.2", "type": "t", "id": "1"},
             (
-                'unsupported cloudEventsVersion "0.2" (supported: 0.1; 0.2 and 1.0 use the '
-                "specversion attribute)"
+                'unsupported cloudEventsVersion "0.2" (supported: 0.1; 0.2, 0.3 and 1.0 use'
+                " the specversion attribute)"
             ),
         ),
         ({"type": "t", "id": "1"}, "no specversion or cloudEventsVersion attribute"),
@@ -447,7 +462,7 @@ def test_binary_bad_specversion(value, shown):
     assert 'instead of ["0.2"]' in str(error)
     assert str(error) == (
         "Your request looks like it's using the CloudEvents binary content mode, but the "
-        f'ce-specversion header is [{shown}] instead of ["0.2"] or ["1.0"].'
+        f'ce-specversion header is [{shown}] instead of ["0.2"], ["0.3"] or ["1.0"].'
     )
 
 

@@ -197,12 +197,13 @@ SCHEMAS = {
         },
     },
     "CloudEvent": {
-        "description": "A CloudEvent in structured mode (JSON): 1.0 or 0.2 (`specversion`),"
-                       " or 0.1 (`cloudEventsVersion`). The gateway checks the required"
-                       " attributes (non-empty strings); the others (`time`, the content"
-                       " type, extensions such as `traceparent`) are kept and forwarded as"
-                       " they are, unchecked.",
-        "anyOf": [_ref("CloudEvent10"), _ref("CloudEvent02"), _ref("CloudEvent01")],
+        "description": "A CloudEvent in structured mode (JSON): 1.0, 0.3 or 0.2"
+                       " (`specversion`), or 0.1 (`cloudEventsVersion`). The gateway checks"
+                       " the required attributes (non-empty strings); the others (`time`,"
+                       " the content type, extensions such as `traceparent`) are kept and"
+                       " forwarded as they are, unchecked.",
+        "anyOf": [_ref("CloudEvent10"), _ref("CloudEvent03"), _ref("CloudEvent02"),
+                  _ref("CloudEvent01")],
     },
     "CloudEvent10": {
         "type": "object",
@@ -213,6 +214,17 @@ SCHEMAS = {
         },
         "examples": [{"specversion": "1.0", "type": "greeting", "source": "backend",
                       "id": "1", "data": {"name": "alice"}}],
+    },
+    "CloudEvent03": {
+        "description": "0.3: `datacontentencoding: \"base64\"` (the only encoding) says"
+                       " that `data` is base64 text; `schemaurl` names its schema.",
+        "type": "object",
+        "required": ["specversion", "type", "source", "id"],
+        "properties": {
+            "specversion": {"const": "0.3"}, "type": _NON_EMPTY, "source": _NON_EMPTY,
+            "id": _NON_EMPTY, "time": {}, "schemaurl": {}, "datacontenttype": {},
+            "datacontentencoding": {"const": "base64"}, "data": {},
+        },
     },
     "CloudEvent02": {
         "type": "object",
