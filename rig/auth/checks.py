@@ -22,17 +22,6 @@ class CheckRequest:
     tracestate: str | None = None
 
 
-def trace_context(request):
-    """``(traceparent, tracestate)`` text of a twisted.web request (None where absent)."""
-    headers = request.requestHeaders
-    traceparent = headers.getRawHeaders(b"traceparent")
-    if traceparent is None:
-        return None, None
-    tracestate = headers.getRawHeaders(b"tracestate")
-    return (traceparent[0].decode("latin-1"),
-            b",".join(tracestate).decode("latin-1") if tracestate else None)
-
-
 def authorization_tokens(values, *, lenient):
     """Tokens in Authorization values: ``Bearer x`` entries (and bare tokens when lenient).
 

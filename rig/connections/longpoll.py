@@ -14,12 +14,12 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from rig import jsonbounds
-from rig.auth.checks import trace_context
 from rig.connections.frames import longpoll_frame
 from rig.connections.setup import SetupError, admit
 from rig.httputil import JSON, cors_headers, preflight, respond
 from rig.hub.interface import IConnection
 from rig.hub.token import InvalidToken
+from rig.tracing.context import request_trace_context
 
 FIRST_EVENT = "first_event"
 
@@ -233,7 +233,8 @@ async def _remote_poll(hub, settings, cors, request, session):
 
 async def _new_session(hub, settings, cors, request):
     try:
-        admission = await admit(hub, request.args, longpoll=True, trace=trace_context(request))
+        admission = await admit(hub, request.args, longpoll=True,
+                                trace=request_trace_context(request))
     except SetupError as error:
         if error.status != 429:
             with_cors(request, cors)

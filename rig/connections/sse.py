@@ -3,7 +3,6 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from rig.auth.checks import trace_context
 from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plain_frame
 from rig.connections.setup import SetupError, admit
 from rig.events import rig_event
@@ -11,6 +10,7 @@ from rig.httputil import client_gone, respond
 from rig.hub.closing import SHUTDOWN
 from rig.hub.interface import IConnection
 from rig.hub.outbox import buffered_bytes, write_now
+from rig.tracing.context import request_trace_context
 
 
 @implementer(IConnection)
@@ -105,7 +105,7 @@ async def serve_sse(hub, cors, request):
     """Validate, answer 200 with the stream headers, and register the connection."""
     try:
         admission = await admit(hub, request.args, last_event_id=_last_event_id(request),
-                                trace=trace_context(request))
+                                trace=request_trace_context(request))
     except SetupError as error:
         return respond(request, error.status, error.message, content_type=None)
     if client_gone(request):

@@ -7,7 +7,7 @@ Checks run in RIG's order so every failure gets RIG's status and sentence.
 from urllib.parse import unquote
 
 from rig import jsonbounds
-from rig.auth.checks import CheckRequest, authorization_tokens, trace_context
+from rig.auth.checks import CheckRequest, authorization_tokens
 from rig.auth.jwt import InvalidJWT
 from rig.httputil import (
     authorization_values,
@@ -19,6 +19,7 @@ from rig.httputil import (
 )
 from rig.hub.token import InvalidToken
 from rig.subscriptions.model import SubscriptionError, parse_subscriptions
+from rig.tracing.context import request_trace_context
 
 SUPPORTED = "The following media types are supported by this endpoint: application/json"
 
@@ -57,7 +58,7 @@ async def put_subscriptions(hub, cors, request, kind, token):
     cors_header = cors_headers(cors)
     authorization = authorization_values(request)
     if not await hub.auth.subscription_check.allows(
-        CheckRequest(raw_body, content_type, authorization, *trace_context(request))
+        CheckRequest(raw_body, content_type, authorization, *request_trace_context(request))
     ):
         return respond(request, 403, "Subscription denied.", headers=cors_header)
     try:

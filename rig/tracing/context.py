@@ -39,6 +39,17 @@ def parse_traceparent(value):
     return trace_id, parent_id, flags
 
 
+def request_trace_context(request):
+    """``(traceparent, tracestate)`` text of a twisted.web request (None where absent)."""
+    headers = request.requestHeaders
+    traceparent = headers.getRawHeaders(b"traceparent")
+    if traceparent is None:
+        return None, None
+    tracestate = headers.getRawHeaders(b"tracestate")
+    return (traceparent[0].decode("latin-1"),
+            b",".join(tracestate).decode("latin-1") if tracestate else None)
+
+
 def usable_tracestate(value):
     """The ``tracestate`` to pass on with a valid parent: kept as sent, or None when it
     is empty or longer than we propagate."""

@@ -15,6 +15,7 @@ from rig.tracing.context import (
     new_span_id,
     new_traceparent,
     parse_traceparent,
+    request_trace_context,
     usable_tracestate,
 )
 
@@ -120,14 +121,8 @@ class Tracing:
 
     def start_from_request(self, name, request, *, kind=SERVER, attributes=None):
         """:meth:`start` with the parent from a twisted.web request's headers."""
-        headers = request.requestHeaders
-        traceparent = headers.getRawHeaders(b"traceparent")
-        if traceparent is None:
-            return self.start(name, kind=kind, attributes=attributes)
-        tracestate = headers.getRawHeaders(b"tracestate")
-        return self.start(name, traceparent[0].decode("latin-1"),
-                          b",".join(tracestate).decode("latin-1") if tracestate else None,
-                          kind=kind, attributes=attributes)
+        return self.start(name, *request_trace_context(request), kind=kind,
+                          attributes=attributes)
 
 
 def _nanoseconds(clock):

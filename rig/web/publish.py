@@ -1,7 +1,8 @@
 """Event submission over HTTP, shared by ``/_rig/v1/events`` and ``/v3/messages``."""
-from rig.auth.checks import CheckRequest, trace_context
+from rig.auth.checks import CheckRequest
 from rig.events import EventError, parse_http
 from rig.httputil import JSON, authorization_values, header, headers_as_text, request_body, respond
+from rig.tracing.context import request_trace_context
 
 
 async def publish_event(hub, request, extra_headers=(), check=None):
@@ -19,7 +20,7 @@ async def publish_event(hub, request, extra_headers=(), check=None):
     if check is not None:
         allowed = await check.allows(CheckRequest(
             event.json, "application/json; charset=utf-8", authorization_values(request),
-            *trace_context(request)
+            *request_trace_context(request)
         ))
         if not allowed:
             return respond(request, 403, "Submission denied.", headers=extra_headers)
