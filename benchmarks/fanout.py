@@ -47,6 +47,7 @@ from loadgen import (  # the sibling module: this script's own directory is on s
     MAX_PUBLISHERS,
     Group,
     Latency,
+    NatsPublisher,
     Poller,
     Publisher,
     RedisPublisher,
@@ -55,6 +56,7 @@ from loadgen import (  # the sibling module: this script's own directory is on s
     cpu_busy_pct,
     cpu_times,
     extra_subscriptions,
+    nats_publish,
     percentile,
     pinned_cpu,
     proc_cpu_ticks,
@@ -182,6 +184,9 @@ class Bench:
         if self.args.publish_redis:
             host, _, port = self.args.publish_redis.rpartition(":")
             return RedisPublisher(self.sel, self, (socket.gethostbyname(host), int(port)))
+        if self.args.publish_nats:
+            host, _, port = self.args.publish_nats.rpartition(":")
+            return NatsPublisher(self.sel, self, (socket.gethostbyname(host), int(port)))
         return Publisher(self.sel, self, self.addr)
 
     def make_post(self):
@@ -190,6 +195,8 @@ class Bench:
         body = self._body_fmt % (seq, seq, time.time_ns())
         if self.args.publish_redis:
             return resp_command("XADD", self.args.redis_stream, "*", "event", body)
+        if self.args.publish_nats:
+            return nats_publish(self.args.nats_subject, body)
         return self._post_head + str(len(body)).encode() + b"\r\n\r\n" + body
 
     def publish_done(self, pub, status):
@@ -542,6 +549,10 @@ def parse_args(argv=None):
                    help="publish with XADD to this Redis (the gateway consumes the stream) "
                         "instead of POSTing to the gateway")
     p.add_argument("--redis-stream", default="rig", help="stream for --publish-redis")
+    p.add_argument("--publish-nats", default="", metavar="HOST:PORT",
+                   help="publish with NATS PUB to this server (the gateway consumes the subject)"
+                        " instead of POSTing to the gateway")
+    p.add_argument("--nats-subject", default="rig", help="subject for --publish-nats")
     p.add_argument("--ws", type=int, default=0, help="WebSocket subscribers")
     p.add_argument("--sse", type=int, default=0, help="SSE subscribers")
     p.add_argument("--extra", type=int, default=0,

@@ -4,6 +4,8 @@
 #   benchmarks/instructions.sh proxy  [N] [HEADER]   # N keep-alive proxied GETs (default 2000)
 #   benchmarks/instructions.sh fanout                # 200 WS subscribers, 20 ev/s for 10 s
 #   PYTHONPATH=/tmp/old benchmarks/instructions.sh proxy   # another checkout's gateway
+#   NATS_SERVERS=127.0.0.1:4222 FANOUT_ARGS="--publish-nats 127.0.0.1:4222" \
+#       benchmarks/instructions.sh fanout        # events from NATS instead of HTTP POSTs
 #
 # Wall-clock figures on this (shared, virtual) machine drift by 10-25% within an
 # hour; callgrind's instruction count for the same work repeats within about 1%,
@@ -44,7 +46,7 @@ if [ "$CASE" = proxy ]; then
 else
     callgrind_control -z "$gateway" >/dev/null 2>&1
     "$BIN/python" "$HERE/fanout.py" --url http://127.0.0.1:4300 --ws 200 --rate 20 \
-        --duration 10 --json-only >"$WORK/fanout.json"
+        --duration 10 --json-only ${FANOUT_ARGS:-} >"$WORK/fanout.json"
     work=$("$BIN/python" -c "import json; print(json.load(open('$WORK/fanout.json'))['deliveries_received'])")
 fi
 callgrind_control -d "$gateway" >/dev/null 2>&1

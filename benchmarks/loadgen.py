@@ -805,6 +805,14 @@ class Publisher(Conn):
             self.lose("recv: " + (exc.strerror or str(exc)))
             return None
 
+    def _received(self):
+        """Bytes read, or None when there were none or the server closed (then lost)."""
+        data = self._recv()
+        if data is not None and not data:
+            self.lose("eof")
+            return None
+        return data
+
     def on_failure(self, reason):
         was_busy = self.busy
         self.busy = False
@@ -876,13 +884,8 @@ class RedisPublisher(Publisher):
     __slots__ = ()
 
     def on_read(self):
-        data = self._recv()
-        if data is None:
-            return
-        if not data:
-            self.lose("eof")
-            return
-        if not self.busy:
+        data = self._received()
+        if data is None or not self.busy:
             return
         data = self.buf + data
         end = data.find(b"\r\n")
@@ -895,6 +898,37 @@ class RedisPublisher(Publisher):
             return
         self.status = 500 if kind == b"-" else 202
         self._finish()
+
+
+class NatsPublisher(Publisher):
+    """Publishes with NATS ``PUB`` followed by ``PING`` (one in flight): the server's
+    ``PONG`` says it has taken the message (202), ``-ERR`` counts as 500."""
+
+    __slots__ = ()
+
+    def on_connected(self):
+        self.state = self.OPEN
+        self.send(b'CONNECT {"verbose":false,"pedantic":false,"name":"fanout"}\r\n')
+
+    def on_read(self):
+        data = self._received()
+        if data is None:
+            return
+        data = self.buf + data
+        if b"PING\r\n" in data:
+            self.send(b"PONG\r\n")
+        if not self.busy:
+            self.buf = b""
+            return
+        if b"-ERR" in data or b"PONG\r\n" in data:
+            self.status = 500 if b"-ERR" in data else 202
+            self._finish()
+            return
+        self.buf = data[-5:]
+
+
+def nats_publish(subject, body):
+    return b"PUB %s %d\r\n%s\r\nPING\r\n" % (subject.encode(), len(body), body)
 
 
 def resp_command(*parts):

@@ -30,9 +30,12 @@ from rig.hub.token import TokenCodec
 from rig.listeners import server_endpoint, with_backlog
 from rig.metrics.registry import build_metrics
 from rig.metrics.workers import METRICS_CALL, VmMetrics
+from rig.nats.client import NatsClient
+from rig.nats.source import NatsSource
 from rig.proxy.correlation import Correlations
 from rig.proxy.forward import Forwarder
 from rig.proxy.gateway import Proxy
+from rig.proxy.nats_target import NatsTarget
 from rig.proxy.redis_target import RedisTarget
 from rig.proxy.store import ApiStore
 from rig.proxy.targets import TargetPolicy, local_names, peer_hosts
@@ -166,6 +169,8 @@ class RigService(MultiService):
     settings = None
     store = None  # the API definitions
     redis = None  # the Redis source (REDIS_URL)
+    nats = None  # the NATS client (NATS_SERVERS)
+    nats_source = None  # and its event source
     cluster = None  # the ClusterNode (CLUSTER_PORT)
     interest = None  # its InterestReplica
     session_map = None  # its SessionsReplica
@@ -249,7 +254,8 @@ class RigService(MultiService):
             env_allowed=settings.proxy_use_env_allowed, environ=dict(environ or {}),
             own_ports=service.listener_ports, internal_ports=service.internal_ports,
             peer_hosts=service.peer_hosts,
-            local_names=local_names(settings.host, settings.node_host))
+            local_names=local_names(settings.host, settings.node_host),
+            nats_enabled=bool(settings.nats_servers))
         service.store = store
         service.cluster = service.interest = service.session_map = None
         if settings.cluster_listen:
@@ -270,6 +276,7 @@ class RigService(MultiService):
                 timeout=settings.proxy_redis_response_timeout)
             service.redis.setName("redis")
             service.redis.setServiceParent(service)
+        nats_target = cls._make_nats(service, settings, reactor, tracing=tracing, node=node)
         if service.cluster is not None:
             service.cluster.setName("cluster")
             service.cluster.setServiceParent(service)
@@ -281,11 +288,12 @@ class RigService(MultiService):
             correlations=correlations, validator=hub.auth.validator,
             cors=settings.cors.encode("utf-8"), request_log="console" in settings.request_log,
             async_timeout=settings.proxy_http_async_response_timeout, clock=reactor,
-            redis_target=redis_target, tracing=tracing,
+            redis_target=redis_target, nats_target=nats_target, tracing=tracing,
         )
         service.metrics = build_metrics(
             reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,
-            proxy_stats=proxy.stats, redis=service.redis, cluster=service.cluster,
+            proxy_stats=proxy.stats, redis=service.redis, nats=service.nats_source,
+            cluster=service.cluster,
             span_processors=tracing_service.processors if tracing_service is not None else ())
         if settings.worker_index is not None and service.cluster is not None:
             # one worker of several: a scrape reports every worker of this machine
@@ -301,7 +309,8 @@ class RigService(MultiService):
         internal = ListenerService(reactor, with_backlog(settings.api_listen, backlog),
                                    internal_site(hub, settings, store, correlations,
                                                  service.metrics, cluster=service.cluster,
-                                                 redis=service.redis, target_policy=policy,
+                                                 redis=service.redis, nats=service.nats,
+                                                 target_policy=policy,
                                                  dashboard=dashboard),
                                    drain_timeout=settings.shutdown_drain_timeout)
         internal.setName("internal")
@@ -344,6 +353,26 @@ class RigService(MultiService):
             named=[hub.codec, correlations.codec], **options,
         )
         service.interest, service.session_map, service.owner_calls = interest, session_map, calls
+
+    @classmethod
+    def _make_nats(cls, service, settings, reactor, *, tracing, node):
+        """The NATS client, its event source and the proxy's ``nats`` target (None
+        when NATS_SERVERS is empty)."""
+        if not settings.nats_servers:
+            return None
+        service.nats = NatsClient(reactor, settings.nats_servers, name=f"txrig {node}")
+        service.nats.setName("nats")
+        service.nats.setServiceParent(service)
+        service.nats_source = NatsSource(
+            reactor, service.hub, service.nats, topics=settings.nats_source_topics,
+            queue_group=settings.nats_queue_group,
+            # messages go to other nodes of the group until this one knows its peers
+            ready=service.cluster.when_synced if service.cluster is not None else None,
+            tracing=tracing)
+        service.nats_source.setName("nats_source")
+        service.nats_source.setServiceParent(service)
+        return NatsTarget(service.nats, cors=settings.cors.encode("utf-8"),
+                          timeout=settings.proxy_nats_response_timeout)
 
     @classmethod
     def _make_dashboard(cls, service, settings, reactor, proxy):

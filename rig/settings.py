@@ -18,6 +18,8 @@ from rig.auth.jwt import ALGORITHMS, load_key
 from rig.jsonsource import load_path_or_json
 from rig.listeners import parse_description, tcp_address
 from rig.logs import parse_format, parse_level
+from rig.nats.client import parse_servers
+from rig.nats.protocol import check_queue, check_subject
 from rig.proxy.definitions import validate, with_defaults
 from rig.proxy.targets import TargetPolicy, local_names
 from rig.streams.source import parse_redis_url
@@ -97,6 +99,10 @@ class Settings:
     redis_consumer_group: str = "rig"
     proxy_redis_response_stream: str = "rig-proxy-response"
     proxy_redis_response_timeout: float = 5.0
+    nats_servers: tuple = attrs.field(default=(), repr=False)  # NatsServer; empty: NATS off
+    nats_source_topics: tuple = ("rig",)
+    nats_queue_group: str = "rig-nats-to-filter"
+    proxy_nats_response_timeout: float = 60.0
     discovery_type: str | None = None
     dns_name: str = "localhost"
     workers: int = 1
@@ -438,11 +444,16 @@ def _check_proxy_targets(values, environ):
             ports[address[2]] = name
     policy = TargetPolicy(env_allowed=values.get("proxy_use_env_allowed", ()),
                           environ=dict(environ), own_ports=lambda: ports,
-                          local_names=local_names(values.get("host"), values.get("node_host")))
+                          local_names=local_names(values.get("host"), values.get("node_host")),
+                          nats_enabled=bool(values.get("nats_servers")))
     for api in apis:
         for entry in policy.errors(api["proxy"]):
             (field, message), = entry.items()
             raise SettingsError(f"PROXY_CONFIG_FILE: API {api['id']!r}: proxy.{field} {message}")
+        for key, entries in validate(api, policy).items():  # what needs the settings: NATS
+            (field, message), = entries[0].items()
+            raise SettingsError(f"PROXY_CONFIG_FILE: API {api['id']!r}: endpoint {key}:"
+                                f" {field} {message}")
 
 
 MIN_TOKEN_LENGTH = 16
@@ -512,11 +523,24 @@ def _redis_url(value):
     return parse_redis_url(_text(value))
 
 
+def _nats_servers(value):
+    return parse_servers(value)
+
+
+def _subjects(value):
+    """NATS subjects to consume (wildcards allowed), comma-separated or a TOML array."""
+    return tuple(check_subject(name, wildcards=True) for name in _names(value))
+
+
+def _queue_group(value):
+    return check_queue(_text(value))
+
+
 def _names(value):
     items = value if isinstance(value, list) else str(value).split(",")
     names = tuple(str(item).strip() for item in items if str(item).strip())
     if not names:
-        raise ValueError("must name at least one stream")
+        raise ValueError("must name at least one")
     return names
 
 
@@ -649,6 +673,10 @@ _SPECS = (
     _spec("redis_consumer_group", "REDIS_CONSUMER_GROUP", _text),
     _spec("proxy_redis_response_stream", "PROXY_REDIS_RESPONSE_STREAM", _text),
     _spec("proxy_redis_response_timeout", "PROXY_REDIS_RESPONSE_TIMEOUT", *_milliseconds()),
+    _spec("nats_servers", "NATS_SERVERS", _nats_servers),
+    _spec("nats_source_topics", "NATS_SOURCE_TOPICS", _subjects),
+    _spec("nats_queue_group", "NATSTOFILTER_QUEUE_GROUP", _queue_group),
+    _spec("proxy_nats_response_timeout", "PROXY_NATS_RESPONSE_TIMEOUT", *_milliseconds()),
     _spec("discovery_type", "DISCOVERY_TYPE", _discovery),
     _spec("dns_name", "DNS_NAME", _text),
     _spec("workers", "WORKERS", _workers),

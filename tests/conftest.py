@@ -53,6 +53,17 @@ async def redis_server(tmp_path):
     server.stop()
 
 
+@pytest_twisted.async_yield_fixture
+async def nats_server(tmp_path):
+    """A real nats-server on a free loopback port (issue 17)."""
+    from tests.support import NatsServer
+
+    server = NatsServer(str(tmp_path))
+    await server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def log_events():
     """Every log event published while the test runs."""

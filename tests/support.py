@@ -121,6 +121,24 @@ class Gateway:
         await self.pool.closeCachedConnections()
 
 
+async def two_node_cluster(start, cookie):
+    """Two gateways, ``await start(**overrides)`` each, in one cluster with fast SWIM
+    timers; returns them once both are alive to each other."""
+    from rig.cluster.membership import SwimConfig
+
+    fast = SwimConfig(probe_interval=0.2, probe_timeout=0.1, push_pull_interval=1.0)
+    common = {"node_cookie": cookie, "swim_config": fast,
+              "cluster_listen": "tcp:0:interface=127.0.0.1"}
+    a = await start(**common)
+    b = await start(cluster_seeds=(a.service.cluster.links.address,), **common)
+
+    async def clustered():
+        return len([m for m in a.service.cluster.members() if m.state == "alive"]) == 2
+
+    await eventually(reactor, clustered, 10.0, "two-node cluster")
+    return a, b
+
+
 class WelcomeMixin:
     async def welcome(self):
         """Read the two welcome events; return (connection token, subscriptions set)."""
@@ -373,12 +391,14 @@ class StubServer:
         await defer.maybeDeferred(self.port.stopListening)
 
 
-class RedisServer:
-    """Runs ``redis-server`` on a free port; can be killed and restarted on the same port.
+class ServerProcess:
+    """Runs a server binary on a free port; can be killed and restarted on the same port.
 
-    redis-server cannot pick a port itself, so a port is chosen first; should another
+    The servers cannot pick a port themselves, so a port is chosen first; should another
     process take it in between, the first start chooses again.
     """
+
+    executable = None  # the binary's name, which .ci/run installs
 
     def __init__(self, workdir):
         self.port = self._free_port()
@@ -392,9 +412,12 @@ class RedisServer:
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]
 
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
+    def command(self, executable):
+        raise NotImplementedError
+
+    async def probe(self):
+        """Returns once the server answers; raises while it does not."""
+        raise NotImplementedError
 
     async def start(self):
         for _attempt in range(5):
@@ -404,29 +427,50 @@ class RedisServer:
             if self._started:
                 break  # a restart keeps its port: the tests point at it
             self.port = self._free_port()
-        raise AssertionError("redis-server did not start")
+        raise AssertionError(f"{self.executable} did not start")
 
     async def _run(self):
         import shutil
 
-        executable = shutil.which("redis-server")
-        assert executable, "redis-server is not installed (.ci/run installs it)"
-        self.process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.workdir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        executable = shutil.which(self.executable)
+        assert executable, f"{self.executable} is not installed (.ci/run installs it)"
+        self.process = subprocess.Popen(self.command(executable), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         for _ in range(100):
             if self.process.poll() is not None:
                 return False  # it could not listen there
             try:
-                client = await self.client()
+                await self.probe()
             except Exception:
                 await deferLater(reactor, 0.05)
                 continue
-            await client.disconnect()
             return True
         self.stop()
         return False
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class RedisServer(ServerProcess):
+    """A real ``redis-server`` with no persistence."""
+
+    executable = "redis-server"
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, executable):
+        return [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.workdir]
+
+    async def probe(self):
+        client = await self.client()
+        await client.disconnect()
 
     async def client(self):
         import txredisapi
@@ -434,11 +478,48 @@ class RedisServer:
         return await txredisapi.Connection("127.0.0.1", self.port, reconnect=False,
                                            convertNumbers=False, connectTimeout=2)
 
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
+
+class NatsServer(ServerProcess):
+    """A real ``nats-server`` (core NATS, no JetStream); *options* are extra arguments
+    (TLS, authorization)."""
+
+    executable = "nats-server"
+
+    def __init__(self, workdir, options=()):
+        super().__init__(workdir)
+        self.options = list(options)
+        self.monitor_port = self._free_port()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def command(self, executable):
+        return [executable, "-a", "127.0.0.1", "-p", str(self.port),
+                "-m", str(self.monitor_port), *self.options]
+
+    async def subscribers(self, subject, queue=None):
+        """How many client subscriptions the server holds on *subject* (in *queue*),
+        from its monitoring endpoint: what the server knows, not what a client believes."""
+        response = await within(treq.get(
+            f"http://127.0.0.1:{self.monitor_port}/subsz?subs=1&limit=100000"))
+        listing = json.loads(await within(response.content()))
+        return sum(1 for sub in listing.get("subscriptions_list") or ()
+                   if sub.get("subject") == subject and sub.get("qgroup") == queue)
+
+    async def probe(self):
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=2)
+        connected = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+        connected.transport.loseConnection()
+
+    async def client(self, **options):
+        """A started NatsClient (the gateway's own) connected to this server."""
+        from rig.nats.client import NatsClient, parse_servers
+
+        client = NatsClient(reactor, parse_servers(self.address), name="test", **options)
+        client.startService()
+        await eventually(reactor, lambda: client.healthy, 10.0, "test client connected")
+        return client
 
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")

@@ -47,12 +47,12 @@ def test_rates_are_counter_differences_per_second():
     tick(clock, 2)  # two samples: all of it in the first second
     first, second = sampler.samples
     assert (first["t"], second["t"]) == (1.0, 2.0)
-    assert first["received"] == {"http": 6.0, "redis": 2.0, "cluster": 0.0}
+    assert first["received"] == {"http": 6.0, "redis": 2.0, "nats": 0.0, "cluster": 0.0}
     assert (first["deliveries"], first["slow_clients"]["sse"]) == (12.0, 1.0)
-    assert second["received"] == {"http": 0.0, "redis": 0.0, "cluster": 0.0}
+    assert second["received"] == {"http": 0.0, "redis": 0.0, "nats": 0.0, "cluster": 0.0}
     assert second["deliveries"] == 0.0
     now = sampler.snapshot()["current"]
-    assert now["received"] == {"http": 6, "redis": 2, "cluster": 0}
+    assert now["received"] == {"http": 6, "redis": 2, "nats": 0, "cluster": 0}
     assert (now["deliveries"], now["slow_clients"]["sse"]) == (12, 1)
 
 

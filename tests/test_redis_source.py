@@ -199,20 +199,13 @@ async def test_proxy_waits_for_a_correlated_redis_response_or_times_out(make_gat
 @pytest_twisted.ensureDeferred
 async def test_two_clustered_nodes_share_the_group_and_deliver_each_entry_once(
         make_gateway, redis_server):
-    from rig.cluster.membership import SwimConfig
+    from tests.support import two_node_cluster
 
-    fast = SwimConfig(probe_interval=0.2, probe_timeout=0.1, push_pull_interval=1.0)
-    common = {"node_cookie": "redis-cluster", "swim_config": fast,
-              "cluster_listen": "tcp:0:interface=127.0.0.1"}
-    a, source_a = await redis_gateway(make_gateway, redis_server, **common)
-    seed = a.service.cluster.links.address
-    b, source_b = await redis_gateway(make_gateway, redis_server, cluster_seeds=(seed,),
-                                      **common)
+    async def start(**overrides):
+        return (await redis_gateway(make_gateway, redis_server, **overrides))[0]
 
-    async def clustered():
-        return len([m for m in a.service.cluster.members() if m.state == "alive"]) == 2
-
-    await eventually(clustered, what="two-node cluster")
+    a, b = await two_node_cluster(start, "redis-cluster")
+    source_a, source_b = a.service.redis, b.service.redis
     on_a, on_b = await a.ws(ALL), await b.ws(ALL)
     await on_a.welcome()
     await on_b.welcome()

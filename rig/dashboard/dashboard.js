@@ -5,7 +5,7 @@
 const POLL_MS = 1000;
 const COLORS = {
   ws: "#2f6fdf", sse: "#1f9d55", longpoll: "#e07b00",
-  http: "#2f6fdf", redis: "#d64545", cluster: "#8250df",
+  http: "#2f6fdf", redis: "#d64545", nats: "#1a9e77", cluster: "#8250df",
   deliveries: "#2f6fdf", slow: "#d64545", lag: "#d64545",
 };
 const PALETTE = ["#2f6fdf", "#1f9d55", "#e07b00", "#8250df", "#d64545", "#0e8a8a"];
@@ -50,7 +50,7 @@ function renderTiles(data) {
   }
   const received = last ? last.received : {};
   setText("received-rate", format(sum(received)));
-  for (const source of ["http", "redis", "cluster"]) {
+  for (const source of ["http", "redis", "nats", "cluster"]) {
     setText("received-" + source, format(received[source] || 0));
   }
   setText("received-total", format(sum(now.received)));
@@ -220,7 +220,7 @@ function renderCharts(data) {
   drawChart("chart-connections",
     seriesOf(["ws", "sse", "longpoll"], (s, kind) => s.connections[kind] || 0), now, span);
   drawChart("chart-received",
-    seriesOf(["http", "redis", "cluster"], (s, source) => s.received[source] || 0), now, span);
+    seriesOf(["http", "redis", "nats", "cluster"], (s, source) => s.received[source] || 0), now, span);
   drawChart("chart-deliveries", [
     { name: "deliveries", color: COLORS.deliveries,
       points: state.samples.map((s) => [s.t, s.deliveries]) },

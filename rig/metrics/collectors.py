@@ -143,8 +143,33 @@ class TracingCollector:
         yield family
 
 
+class ConsumedCollector:
+    """RIG's consumed-event metrics, per event source (``redis``, ``nats``) and topic."""
+
+    def __init__(self, sources):
+        self._sources = tuple(sources)  # (source name, {topic: StreamStats})
+
+    def collect(self):
+        consumed = CounterMetricFamily("rig_consumed_events", "Consumed events (successful"
+                                       " and failed).", labels=["source", "topic"])
+        failed = CounterMetricFamily("rig_consumed_events_failed", "Consumed events that"
+                                     " failed processing.", labels=["source", "topic"])
+        duration = HistogramMetricFamily(
+            "rig_consumed_event_processing_duration_milliseconds",
+            "Time to process a consumed event, in milliseconds.", labels=["source", "topic"])
+        for source, topics in self._sources:
+            for topic, stats in topics.items():
+                labels = [source, topic]
+                consumed.add_metric(labels, stats.consumed)
+                failed.add_metric(labels, stats.failed)
+                _histogram(duration, labels, stats.duration_ms)
+        yield consumed
+        yield failed
+        yield duration
+
+
 class RedisCollector:
-    """The Redis source: RIG's consumed-event metrics per stream, and the group's lag.
+    """The Redis consumer group's lag.
 
     The lag needs a round trip to Redis, so :meth:`refresh` fetches it before
     each scrape renders (``collect`` itself must not wait).
@@ -175,21 +200,6 @@ class RedisCollector:
                            error=str(error) or type(error).__name__)
 
     def collect(self):
-        consumed = CounterMetricFamily("rig_consumed_events", "Consumed events (successful"
-                                       " and failed).", labels=["source", "topic"])
-        failed = CounterMetricFamily("rig_consumed_events_failed", "Consumed events that"
-                                     " failed processing.", labels=["source", "topic"])
-        duration = HistogramMetricFamily(
-            "rig_consumed_event_processing_duration_milliseconds",
-            "Time to process a consumed event, in milliseconds.", labels=["source", "topic"])
-        for stream, stats in self._source.stream_stats.items():
-            labels = ["redis", stream]
-            consumed.add_metric(labels, stats.consumed)
-            failed.add_metric(labels, stats.failed)
-            _histogram(duration, labels, stats.duration_ms)
-        yield consumed
-        yield failed
-        yield duration
         lag = GaugeMetricFamily("rig_redis_consumer_lag", "Entries of the stream the consumer"
                                 " group has not read yet (XINFO GROUPS lag).",
                                 labels=["stream"])

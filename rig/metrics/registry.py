@@ -4,6 +4,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from rig.metrics.collectors import (
     BlacklistCollector,
     ClusterCollector,
+    ConsumedCollector,
     HubCollector,
     ProxyCollector,
     RedisCollector,
@@ -25,7 +26,7 @@ class Metrics:
             await refresh()
 
 
-def build_metrics(clock, *, enabled, hub, proxy_stats, redis=None, cluster=None,
+def build_metrics(clock, *, enabled, hub, proxy_stats, redis=None, nats=None, cluster=None,
                   span_processors=()):
     """The registry for ``GET /metrics``; with *enabled* false it stays empty (the
     endpoint answers an empty exposition, and no scrape walks the connections)."""
@@ -39,6 +40,10 @@ def build_metrics(clock, *, enabled, hub, proxy_stats, redis=None, cluster=None,
     registry.register(BlacklistCollector(hub.auth.blacklist))
     registry.register(ProxyCollector(proxy_stats))
     refreshers = []
+    sources = [(name, source.stream_stats) for name, source in (("redis", redis), ("nats", nats))
+               if source is not None]
+    if sources:
+        registry.register(ConsumedCollector(sources))
     if redis is not None:
         collector = RedisCollector(redis, clock)
         registry.register(collector)

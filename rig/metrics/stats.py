@@ -6,7 +6,7 @@ imports nothing from Prometheus (the code that counts does not depend on it).
 """
 from bisect import bisect_left
 
-EVENT_SOURCES = ("http", "redis", "cluster")
+EVENT_SOURCES = ("http", "redis", "nats", "cluster")
 TRANSPORTS = ("ws", "sse", "longpoll")
 RECOVERY_OUTCOMES = ("complete", "incomplete")
 
@@ -67,7 +67,8 @@ class HubStats:
 
 
 class StreamStats:
-    """One consumed Redis stream: entries consumed and failed, processing time (ms)."""
+    """One consumed Redis stream or NATS subject: events consumed and failed, processing
+    time (ms)."""
 
     __slots__ = ("consumed", "duration_ms", "failed")
 

@@ -10,10 +10,12 @@ import copy
 import attrs
 import re2
 
+from rig.nats.protocol import check_subject
+
 TARGETS = ("http", "kafka", "kinesis", "nats", "redis")
 RESPONSE_FROM = ("http", "kafka", "http_async", "kinesis", "nats", "redis")
-SUPPORTED_TARGETS = ("http", "redis")
-SUPPORTED_RESPONSE_FROM = ("http", "http_async", "redis")
+SUPPORTED_TARGETS = ("http", "nats", "redis")
+SUPPORTED_RESPONSE_FROM = ("http", "http_async", "nats", "redis")
 _DEFAULT_AUTH = {"use_header": False, "header_name": "", "use_query": False, "query_name": ""}
 
 
@@ -92,7 +94,7 @@ def validate(api, policy=None):
         for version in versions.values():
             if isinstance(version, dict) and isinstance(version.get("endpoints"), list):
                 for endpoint in version["endpoints"]:
-                    _endpoint_errors(api, api_id, endpoint, errors)
+                    _endpoint_errors(api, api_id, endpoint, errors, policy)
     return errors
 
 
@@ -116,7 +118,7 @@ def _auth_errors(api):
     return found
 
 
-def _endpoint_errors(api, api_id, endpoint, errors):
+def _endpoint_errors(api, api_id, endpoint, errors, policy=None):
     if not isinstance(endpoint, dict):
         errors.setdefault(f"{api_id}/", []).append({"endpoint": "must be an object"})
         return
@@ -133,8 +135,12 @@ def _endpoint_errors(api, api_id, endpoint, errors):
         found.append({"target": f"must be one of {list(TARGETS)}"})
     elif target not in SUPPORTED_TARGETS:
         found.append({"target": f"{target} targets are not supported by this gateway yet"})
-    if target in ("kafka", "kinesis", "redis") and not endpoint.get("topic"):
+    if target in ("kafka", "kinesis", "nats", "redis") and not endpoint.get("topic"):
         found.append({"topic": "must be present"})
+    if target == "nats":
+        found += _nats_errors(endpoint, policy)
+    elif endpoint.get("response_from") == "nats":
+        found.append({"response_from": 'nats needs target "nats"'})
     if "schema" in endpoint and "target" not in endpoint:
         found.append({"target": "must be present"})
     response_from = endpoint.get("response_from", "http")
@@ -154,6 +160,22 @@ def _endpoint_errors(api, api_id, endpoint, errors):
             found.append({"path_regex": f"is not a valid regular expression: {reason}"})
     if found:
         errors.setdefault(f"{api_id}/{endpoint_id}", []).extend(found)
+
+
+def _nats_errors(endpoint, policy):
+    """A ``nats`` target publishes to one subject and answers 202 or the NATS reply."""
+    found = []
+    topic = endpoint.get("topic")
+    if isinstance(topic, str) and topic:
+        try:
+            check_subject(topic)
+        except ValueError as error:
+            found.append({"topic": str(error)})
+    if endpoint.get("response_from", "http") not in ("http", "nats"):
+        found.append({"response_from": 'must be one of ["http", "nats"] for a nats target'})
+    if policy is not None and not policy.nats_enabled:
+        found.append({"target": "nats needs NATS_SERVERS (NATS is off on this gateway)"})
+    return found
 
 
 def _path_options():

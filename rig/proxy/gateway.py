@@ -38,7 +38,8 @@ class Proxy:
     log = Logger()
 
     def __init__(self, *, store, forwarder, correlations, validator, cors, request_log,
-                 async_timeout, clock, redis_target=None, stats=None, tracing=None):
+                 async_timeout, clock, redis_target=None, nats_target=None, stats=None,
+                 tracing=None):
         self._clock = clock
         self._tracing = tracing if tracing is not None else Tracing(clock)
         self._exporting = self._tracing.exporting
@@ -50,7 +51,11 @@ class Proxy:
         self._cors = cors
         self._request_log = request_log
         self._async_timeout = async_timeout
-        self.redis_target = redis_target
+        # targets that turn a request into an event: (the target, what its absence says)
+        self._event_targets = {
+            "redis": (redis_target, "Redis is not configured (REDIS_URL)."),
+            "nats": (nats_target, "NATS is not configured (NATS_SERVERS)."),
+        }
         self._matched_for = None  # the route list that _matched was made for
         self._matched = {}
 
@@ -131,12 +136,14 @@ class Proxy:
 
     async def _dispatch(self, request, route, done, trace):
         outcome = Outcome()
-        if route.endpoint.get("target") == "redis":
-            if self.redis_target is None:
+        event_target = self._event_targets.get(route.endpoint.get("target"))
+        if event_target is not None:
+            target, missing = event_target
+            if target is None:  # an API replicated from a node that has it
                 outcome.status = "unreachable"
-                result = respond(request, 503, "Redis is not configured (REDIS_URL).")
+                result = respond(request, 503, missing)
             else:
-                result = await self.redis_target.handle(
+                result = await target.handle(
                     request, route, outcome,
                     trace=trace or self._tracing.start_from_request(None, request))
         elif route.endpoint.get("response_from") in ("http_async", "redis"):

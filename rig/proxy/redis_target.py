@@ -12,33 +12,9 @@ import json
 from twisted.internet import defer
 from twisted.web.server import NOT_DONE_YET
 
-from rig import jsonbounds
-from rig.httputil import cors_headers, request_body, respond
-from rig.proxy.forward import forwarded_path
+from rig.httputil import respond
+from rig.proxy.event_target import event_of_request, request_metadata, target_headers
 from rig.proxy.gateway import Outcome
-
-USAGE = (" Send a CloudEvent: a JSON object with at least specversion, type, source and id,"
-         " with content-type application/json.")
-
-
-def request_metadata(request, route, correlation=None):
-    client = request.getClientAddress()
-    host = request.getHost()
-    metadata = {
-        "remoteip": getattr(client, "host", None),
-        "host": (request.getHeader(b"host") or b"").decode("latin-1"),
-        "port": getattr(host, "port", None),
-        "scheme": "https" if request.isSecure() else "http",
-        "headers": [[name.decode("latin-1").lower(), value.decode("latin-1")]
-                    for name, values in request.requestHeaders.getAllRawHeaders()
-                    for value in values],
-        "method": request.method.decode("latin-1"),
-        "path": forwarded_path(route, request.path).decode("utf-8", "replace"),
-        "query": request.uri.partition(b"?")[2].decode("latin-1"),
-    }
-    if correlation is not None:
-        metadata["correlation"] = correlation
-    return metadata
 
 
 class RedisTarget:
@@ -55,22 +31,15 @@ class RedisTarget:
         how it ended, for the metrics. The event carries *trace*'s context as its
         ``traceparent``/``tracestate`` (the CloudEvents distributed-tracing extension)."""
         outcome = outcome if outcome is not None else Outcome()
-        headers = cors_headers(self._cors, methods=b"*", allow=b"content-type,authorization")
+        headers = target_headers(self._cors)
         if request.method == b"OPTIONS":
             return respond(request, 204, headers=headers)
         if self._source is None:
             outcome.status = "unreachable"
             return respond(request, 503, "Redis is not configured (REDIS_URL).", headers=headers)
-        try:
-            event = jsonbounds.loads(request_body(request))
-        except ValueError:
-            outcome.status = "bad_request"
-            return respond(request, 400, "Bad request: expected a JSON encoded request body."
-                           + USAGE, headers=headers)
-        if not isinstance(event, dict) or "specversion" not in event:
-            outcome.status = "bad_request"
-            return respond(request, 400, "Bad request: the body does not look like a CloudEvent."
-                           + USAGE, headers=headers)
+        event, refused = event_of_request(request, outcome, headers)
+        if event is None:
+            return refused
         waiting = route.endpoint.get("response_from") == "redis"
         correlation = answered = None
         if waiting:

@@ -18,6 +18,7 @@ import attrs
 # the gateway's own secrets: never a backend's host, whatever the allow-list says
 SECRET_VARIABLES = frozenset((
     "JWT_SECRET_KEY", "NODE_COOKIE", "HTTPS_KEYFILE_PASS", "REDIS_URL", "API_AUTH_TOKENS",
+    "NATS_SERVERS",
 ))
 LOCAL_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
 
@@ -63,6 +64,7 @@ class TargetPolicy:
     internal_ports: object = set
     peer_hosts: object = set
     local_names: frozenset = frozenset()
+    nats_enabled: bool = True  # whether a ``nats`` target can work (NATS_SERVERS set)
 
     def host_of(self, proxy):
         """The backend host of an API's ``proxy`` object; TargetRefused if it may not be read."""

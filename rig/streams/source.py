@@ -21,7 +21,8 @@ from twisted.logger import Logger
 
 from rig.events import EventError, parse_http, parse_structured
 from rig.metrics.stats import StreamStats
-from rig.tracing.tracer import CONSUMER, Tracing
+from rig.streams.consumed import publish_consumed
+from rig.tracing.tracer import Tracing
 
 
 @attrs.frozen
@@ -257,31 +258,14 @@ class RedisSource(Service):
                     stats.failed += 1
             else:
                 self.counts["consumed"] += 1
-                self.hub.stats.received["redis"] += 1
-                if self._tracing.exporting:
-                    self._publish_traced(stream, entry_id, event)
-                else:
-                    self.hub.publish(event)
+                publish_consumed(self.hub, self._tracing, event, "redis", stream,
+                                 **{"redis.stream.entry_id": entry_id})
             if stats is not None:
                 stats.consumed += 1
                 stats.duration_ms.observe((self._reactor.seconds() - started) * 1000.0)
             done.append(entry_id)
         if done:
             await self._connection.execute_command("XACK", stream, self.group, *done)
-
-
-    def _publish_traced(self, stream, entry_id, event):
-        """Publish within a consumer span that is a child of the event's ``traceparent``;
-        the event goes on with its own trace attributes, as RIG delivers them."""
-        document = event.document
-        trace = self._tracing.start(
-            f"{stream} process", document.get("traceparent"), document.get("tracestate"),
-            kind=CONSUMER, attributes={
-                "messaging.system": "redis", "messaging.destination.name": stream,
-                "messaging.message.id": event.id, "messaging.operation.type": "process",
-                "cloudevents.event_type": event.type, "redis.stream.entry_id": entry_id})
-        self.hub.publish(event)
-        trace.end()
 
 
 _NOT_HEADERS = frozenset(("rig-correlation", "rig-response-code", "body"))

@@ -26,14 +26,15 @@ def cluster_view(hub, cluster, request):
     return respond(request, 200, json.dumps(view).encode(), JSON)
 
 
-def readiness(cluster, redis, request):
+def readiness(cluster, brokers, request):
     """``/health`` stays RIG's plain ``OK``; this says whether the node is ready (503
-    until it has learnt every cluster peer's interest) and which dependency is degraded."""
+    until it has learnt every cluster peer's interest) and which dependency is degraded
+    (*brokers*: ``{name: something with .healthy}``, the configured Redis and NATS)."""
     checks = {}
     if cluster is not None:
         checks["cluster"] = "ok" if cluster.synced else "syncing"
-    if redis is not None:
-        checks["redis"] = "ok" if redis.healthy else "unavailable"
+    for name, broker in brokers.items():
+        checks[name] = "ok" if broker.healthy else "unavailable"
     if checks.get("cluster") == "syncing":
         status, code = "starting", 503
     else:
@@ -48,7 +49,7 @@ def health(request):
 
 
 def internal_resource(hub, settings, store, correlations, metrics, *, cluster=None,
-                      redis=None, target_policy=None, dashboard=None):
+                      redis=None, nats=None, target_policy=None, dashboard=None):
     publish = {b"POST": partial(publish_event, hub)}
     routes = [
         (r"/health", {b"GET": health}),
@@ -68,7 +69,9 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
         }),
         (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
         (r"/v3/cluster", {b"GET": partial(cluster_view, hub, cluster)}),
-        (r"/v3/health", {b"GET": partial(readiness, cluster, redis)}),
+        (r"/v3/health", {b"GET": partial(readiness, cluster, {
+            name: broker for name, broker in (("redis", redis), ("nats", nats))
+            if broker is not None})}),
     ]
     if dashboard is not None:  # DASHBOARD_ENABLED; without it /dashboard is an unknown path
         routes += dashboard.routes()
@@ -77,9 +80,10 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
 
 
 def internal_site(hub, settings, store, correlations, metrics, *, cluster=None,
-                  redis=None, target_policy=None, dashboard=None):
+                  redis=None, nats=None, target_policy=None, dashboard=None):
     router = internal_resource(hub, settings, store, correlations, metrics, cluster=cluster,
-                               redis=redis, target_policy=target_policy, dashboard=dashboard)
+                               redis=redis, nats=nats, target_policy=target_policy,
+                               dashboard=dashboard)
     guard = OperatorGuard(router, tokens=settings.api_auth_tokens,
                           client_certificates=bool(settings.api_https_client_ca))
     return RigSite(guard, max_request_bytes=settings.max_request_bytes,

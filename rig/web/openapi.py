@@ -130,10 +130,11 @@ SCHEMAS = {
             "path_replacement": {"type": "string", "examples": ["/v2/books/\\1"]},
             "secured": {**_FLAG, "default": False},
             "transform_request_headers": {**_FLAG, "default": False},
-            "target": {"enum": ["http", "redis"], "default": "http"},
+            "target": {"enum": ["http", "nats", "redis"], "default": "http"},
             "topic": _NAME,
             "schema": _NAME,
-            "response_from": {"enum": ["http", "http_async", "redis"], "default": "http"},
+            "response_from": {"enum": ["http", "http_async", "nats", "redis"],
+                              "default": "http"},
         },
     },
     "ApiDefinition": {
@@ -308,7 +309,7 @@ SCHEMAS = {
 _BY_TRANSPORT = {"type": "object", "additionalProperties": {"type": "number"},
                  "description": "By transport: `ws`, `sse`, `longpoll`."}
 _BY_SOURCE = {"type": "object", "additionalProperties": {"type": "number"},
-              "description": "By source: `http`, `redis`, `cluster`."}
+              "description": "By source: `http`, `redis`, `nats`, `cluster`."}
 _MS_OR_NULL = {"type": ["number", "null"]}
 SCHEMAS["DashboardData"] = {
     "description": "The dashboard's figures: totals now (`current`) and one sample a second"

@@ -1,0 +1,1 @@
+"""NATS: a client on the reactor, the event source and the proxy target."""
