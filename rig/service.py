@@ -13,6 +13,8 @@ from twisted.internet.defer import gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from rig.auth.authority import Authority
+from rig.backplane.backplane import Backplane, Confirmations
+from rig.backplane.brokers import NatsPubSub, RedisPubSub
 from rig.cluster.calls import OwnerCalls, token_boot
 from rig.cluster.interest import InterestReplica
 from rig.cluster.membership import make_boot
@@ -171,6 +173,7 @@ class RigService(MultiService):
     redis = None  # the Redis source (REDIS_URL)
     nats = None  # the NATS client (NATS_SERVERS)
     nats_source = None  # and its event source
+    backplane = None  # the Backplane (CLUSTER_BACKPLANE)
     cluster = None  # the ClusterNode (CLUSTER_PORT)
     interest = None  # its InterestReplica
     session_map = None  # its SessionsReplica
@@ -277,9 +280,7 @@ class RigService(MultiService):
             service.redis.setName("redis")
             service.redis.setServiceParent(service)
         nats_target = cls._make_nats(service, settings, reactor, tracing=tracing, node=node)
-        if service.cluster is not None:
-            service.cluster.setName("cluster")
-            service.cluster.setServiceParent(service)
+        cls._add_cluster_services(service)
         proxy = Proxy(
             store=store,
             forwarder=Forwarder(reactor, UpstreamPool(reactor),
@@ -293,7 +294,7 @@ class RigService(MultiService):
         service.metrics = build_metrics(
             reactor, enabled=settings.prometheus_metrics_enabled, hub=hub,
             proxy_stats=proxy.stats, redis=service.redis, nats=service.nats_source,
-            cluster=service.cluster,
+            cluster=service.cluster, backplane=service.backplane,
             span_processors=tracing_service.processors if tracing_service is not None else ())
         if settings.worker_index is not None and service.cluster is not None:
             # one worker of several: a scrape reports every worker of this machine
@@ -310,6 +311,7 @@ class RigService(MultiService):
                                    internal_site(hub, settings, store, correlations,
                                                  service.metrics, cluster=service.cluster,
                                                  redis=service.redis, nats=service.nats,
+                                                 backplane=service.backplane,
                                                  target_policy=policy,
                                                  dashboard=dashboard),
                                    drain_timeout=settings.shutdown_drain_timeout)
@@ -333,13 +335,16 @@ class RigService(MultiService):
         hub = service.hub
         interest = InterestReplica(hub, timeout=settings.cluster_interest_timeout)
         session_map = SessionsReplica(hub)
-        router = EventRouter(hub, interest)
+        backplane = cls._make_backplane(service, settings, reactor)
+        router = EventRouter(hub, interest, backplane=backplane)
         calls = OwnerCalls(reactor)
         calls.register("put-subscriptions", partial(put_from_peer, hub))
         calls.register("poll", partial(poll_from_peer, hub))
         calls.register("async-response", correlations.answer_from_peer)
         remote_history = RemoteHistory(hub.history, calls)
-        hub.join_cluster(forward=router.forward, calls=calls, interest=interest,
+        hub.join_cluster(forward=router.forward, calls=calls,
+                         interest=interest if backplane is None
+                         else Confirmations(interest, backplane),
                          remote_history=remote_history)
         correlations.join_cluster(calls)
         service.cluster = ClusterNode(
@@ -349,10 +354,46 @@ class RigService(MultiService):
             dns_name=settings.dns_name if settings.discovery_type == "dns" else None,
             tls_ca=settings.cluster_tls_ca, swim_config=swim_config,
             parts=[interest, session_map, BlacklistReplica(hub.auth.blacklist),
-                   ApiReplica(service.store), router, calls, remote_history],
+                   ApiReplica(service.store), router, calls, remote_history,
+                   *([backplane.replica] if backplane is not None else [])],
             named=[hub.codec, correlations.codec], **options,
         )
         service.interest, service.session_map, service.owner_calls = interest, session_map, calls
+
+    @classmethod
+    def _add_cluster_services(cls, service):
+        """The cluster node, then the backplane (stopped in the reverse order)."""
+        if service.cluster is not None:
+            service.cluster.setName("cluster")
+            service.cluster.setServiceParent(service)
+        if service.backplane is not None:
+            if isinstance(service.backplane.pubsub, NatsPubSub):
+                service.backplane.pubsub.client.setServiceParent(service)
+            service.backplane.setServiceParent(service)
+
+    @classmethod
+    def _make_backplane(cls, service, settings, reactor):
+        """The backplane (CLUSTER_BACKPLANE), or None: the mesh carries the events. Its
+        service is started after the cluster's, so it stops first (what the broker did
+        not acknowledge still goes over the links)."""
+        if not settings.cluster_backplane:
+            return None
+        kind, address = settings.cluster_backplane
+        if kind == "redis":
+            def pubsub(on_message):
+                return RedisPubSub(reactor, address, on_message)
+        else:
+            client = NatsClient(reactor, address, name=f"txrig backplane {settings.node_host}")
+            client.setName("backplane_nats")
+
+            def pubsub(on_message):
+                return NatsPubSub(reactor, client, on_message)
+
+        service.backplane = Backplane(
+            reactor, service.hub, pubsub, prefix=settings.cluster_backplane_prefix,
+            epoch=service.hub.history.epoch, confirm_timeout=settings.cluster_interest_timeout)
+        service.backplane.setName("backplane")
+        return service.backplane
 
     @classmethod
     def _make_nats(cls, service, settings, reactor, *, tracing, node):

@@ -94,6 +94,8 @@ class Settings:
     cluster_seeds: tuple = ()
     cluster_tls_ca: str | None = None
     cluster_interest_timeout: float = 1.0
+    cluster_backplane: tuple = attrs.field(default=(), repr=False)  # (kind, address) or ()
+    cluster_backplane_prefix: str = "rig.events."
     redis_url: object = None  # a RedisAddress, or None: Redis is optional
     redis_source_streams: tuple = ("rig",)
     redis_consumer_group: str = "rig"
@@ -159,6 +161,10 @@ class Settings:
                                 "(it authenticates every node of the cluster)")
         if values.get("workers", 1) > 1:
             _check_workers(values)
+        if values.get("cluster_backplane") and not values.get("cluster_listen") \
+                and values.get("workers", 1) == 1:
+            raise SettingsError("CLUSTER_BACKPLANE: set without CLUSTER_PORT (the backplane"
+                                " carries a cluster's events; the mesh is its fallback)")
         _check_proxy_targets(values, environ)
         return cls(**values)
 
@@ -523,6 +529,24 @@ def _redis_url(value):
     return parse_redis_url(_text(value))
 
 
+def _backplane(value):
+    """``redis://...``/``rediss://...`` (Redis Pub/Sub) or ``nats://...``/``tls://...``
+    (NATS, comma-separated servers); empty: the mesh carries the events."""
+    text = _text(value)
+    scheme = text.partition("://")[0].lower()
+    if scheme in ("redis", "rediss"):
+        return ("redis", parse_redis_url(text))
+    if scheme in ("nats", "tls"):
+        return ("nats", parse_servers(text))
+    raise ValueError(f"expected a redis://, rediss://, nats:// or tls:// URL, got {scheme}://")
+
+
+def _channel_prefix(value):
+    text = _text(value)
+    check_subject(text + "type")
+    return text
+
+
 def _nats_servers(value):
     return parse_servers(value)
 
@@ -668,6 +692,8 @@ _SPECS = (
     _spec("cluster_tls_ca", "CLUSTER_TLS_CA", _readable_file),
     _spec("cluster_interest_timeout", "CLUSTER_INTEREST_TIMEOUT", _check_seconds,
           _parse_seconds),
+    _spec("cluster_backplane", "CLUSTER_BACKPLANE", _backplane),
+    _spec("cluster_backplane_prefix", "CLUSTER_BACKPLANE_PREFIX", _channel_prefix),
     _spec("redis_url", "REDIS_URL", _redis_url),
     _spec("redis_source_streams", "REDIS_SOURCE_STREAMS", _names),
     _spec("redis_consumer_group", "REDIS_CONSUMER_GROUP", _text),

@@ -77,6 +77,8 @@ def test_env_names():
         "HTTP_IDLE_TIMEOUT",
         "LISTEN_BACKLOG",
         "API_HTTPS_CLIENT_CA",
+        "CLUSTER_BACKPLANE",
+        "CLUSTER_BACKPLANE_PREFIX",
         "REDIS_URL",
         "REDIS_SOURCE_STREAMS",
         "REDIS_CONSUMER_GROUP",

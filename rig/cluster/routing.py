@@ -13,6 +13,7 @@ import collections
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from rig.backplane.backplane import RecentPositions
 from rig.cluster.delegate import IClusterPart
 from rig.cluster.membership import ALIVE, SUSPECT
 from rig.events import EventError, parse_structured
@@ -24,12 +25,17 @@ EVENT = "rig.event"
 class EventRouter:
     log = Logger()
 
-    def __init__(self, hub, interest, hold_limit=10000):
+    def __init__(self, hub, interest, hold_limit=10000, backplane=None):
         self.hub = hub
         self.interest = interest
         self.cluster = None
         self._held = collections.deque()
         self._hold_limit = hold_limit
+        self.backplane = backplane  # CLUSTER_BACKPLANE: a broker carries the events
+        if backplane is not None:
+            backplane.router = self
+        self.recent = RecentPositions()  # what arrived: each position is delivered once
+        self.link_sends = 0  # event messages sent over the cluster links
 
     def attach(self, cluster):
         self.cluster = cluster
@@ -45,11 +51,13 @@ class EventRouter:
         if held:
             self.log.info("Routing {count} events published while joining the cluster",
                           count=len(held))
-        for event in held:
-            self.forward(event)
+        for event, position in held:
+            self.forward(event, position)
 
-    def forward(self, event):
-        """Send a locally published event once to each other node with interest in its type."""
+    def forward(self, event, position):
+        """Send a locally published event once to each other node with interest in its
+        type: through the backplane, if there is one and it is up, else (and to the nodes
+        that do not receive from it) over the cluster links."""
         cluster = self.cluster
         if cluster is None:
             return
@@ -57,28 +65,50 @@ class EventRouter:
             if len(self._held) == self._hold_limit:
                 self.log.warn("Over {limit} events published while joining the cluster: the"
                               " oldest goes only to the peers known now", limit=self._hold_limit)
-                self._route(cluster, self._held.popleft())
-            self._held.append(event)
+                self._route(cluster, *self._held.popleft())
+            self._held.append((event, position))
             return
-        self._route(cluster, event)
+        self._route(cluster, event, position)
 
-    def _route(self, cluster, event):
+    def _route(self, cluster, event, position):
+        backplane = self.backplane
+        if backplane is not None and backplane.publish(event, position):
+            self._send(cluster, event, position, skip=backplane.replica.on_broker())
+        else:
+            self._send(cluster, event, position)
+
+    def route_mesh(self, event, position):
+        """Send *event* over the links to every interested node (the backplane gave it
+        back: the broker did not acknowledge it)."""
+        if self.cluster is not None:
+            self._send(self.cluster, event, position)
+
+    def _send(self, cluster, event, position, skip=()):
         me = cluster.node_name
         addresses = []
         for owner in self.interest.owners_with(event.type):
-            if owner == me:
+            if owner == me or owner in skip:
                 continue
             member = cluster.member(owner)
             if member is not None and member.state in (ALIVE, SUSPECT):
                 addresses.append(member.address)
         if addresses:
-            cluster.send_many(addresses, {"type": EVENT, "event": event.json.decode("utf-8")})
+            self.link_sends += len(addresses)
+            cluster.send_many(addresses, {"type": EVENT, "event": event.json.decode("utf-8"),
+                                          "position": position.decode("ascii")})
 
     def _on_event(self, address, message):
+        self.receive(message["event"].encode("utf-8"), message.get("position"), address)
+
+    def receive(self, body, position, origin="the backplane"):
+        """An event another node published (over a link or through the backplane):
+        delivered here unless its position was delivered already."""
+        if position is not None and not self.recent.first_time(position):
+            return
         try:
-            event = parse_structured(message["event"].encode("utf-8"))
+            event = parse_structured(body)
         except EventError as error:
-            self.log.warn("Dropped a bad event from {address}: {error}", address=address,
+            self.log.warn("Dropped a bad event from {address}: {error}", address=origin,
                           error=str(error))
             return
         self.hub.stats.received["cluster"] += 1

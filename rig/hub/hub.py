@@ -103,7 +103,7 @@ class Hub:
         self._heartbeat.clock = reactor
         self._heartbeat_interval = heartbeat_interval
 
-    def join_cluster(self, *, forward: Callable[[CloudEvent], object], calls: Any,
+    def join_cluster(self, *, forward: Callable[[CloudEvent, bytes], object], calls: Any,
                      interest: Any, remote_history: Any) -> None:
         """This node is a cluster member: route events, calls, confirmations and replays
         through the cluster's parts (the composition root calls this, once)."""
@@ -349,17 +349,21 @@ class Hub:
     # -- publishing ------------------------------------------------------
 
     def publish(self, event: CloudEvent) -> int:
-        """Deliver *event* here and hand it to the forwarders; return local deliveries."""
+        """Deliver *event* here and hand it to the forwarders with its position in this
+        node's history (which names it to other nodes); return local deliveries."""
+        position = self.history.record(event)
         for forward in self.forwarders:
             try:
-                forward(event)
+                forward(event, position)
             except Exception:
                 self.log.failure("forwarding event {event_id}", event_id=event.id)
-        return self.publish_local(event)
+        return self._deliver(event, position)
 
     def publish_local(self, event: CloudEvent) -> int:
         """Deliver *event* to every matching local connection; return how many."""
-        position = self.history.record(event)
+        return self._deliver(event, self.history.record(event))
+
+    def _deliver(self, event: CloudEvent, position: bytes) -> int:
         targets = self.index.match(event)
         if not targets:
             return 0

@@ -208,6 +208,27 @@ class RedisCollector:
         yield lag
 
 
+class BackplaneCollector:
+    """The backplane: whether this node receives from the broker, and its messages."""
+
+    def __init__(self, backplane):
+        self._backplane = backplane
+
+    def collect(self):
+        backplane = self._backplane
+        up = GaugeMetricFamily("rig_backplane_up", "1 while the backplane broker carries this"
+                               " node's events, 0 while the mesh does.")
+        up.add_metric([], 1 if backplane.up else 0)
+        yield up
+        messages = CounterMetricFamily(
+            "rig_backplane_messages", "Backplane messages by what happened: published,"
+            " received, echoes (this node's own, dropped), resent (over the mesh).",
+            labels=["outcome"])
+        for outcome, count in backplane.counts.items():
+            messages.add_metric([outcome], count)
+        yield messages
+
+
 class ClusterCollector:
     """Cluster members as this node sees them, by SWIM state."""
 

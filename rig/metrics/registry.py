@@ -2,6 +2,7 @@
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from rig.metrics.collectors import (
+    BackplaneCollector,
     BlacklistCollector,
     ClusterCollector,
     ConsumedCollector,
@@ -27,7 +28,7 @@ class Metrics:
 
 
 def build_metrics(clock, *, enabled, hub, proxy_stats, redis=None, nats=None, cluster=None,
-                  span_processors=()):
+                  backplane=None, span_processors=()):
     """The registry for ``GET /metrics``; with *enabled* false it stays empty (the
     endpoint answers an empty exposition, and no scrape walks the connections)."""
     registry = CollectorRegistry()
@@ -50,6 +51,8 @@ def build_metrics(clock, *, enabled, hub, proxy_stats, redis=None, nats=None, cl
         refreshers.append(collector.refresh)
     if cluster is not None:
         registry.register(ClusterCollector(cluster))
+    if backplane is not None:
+        registry.register(BackplaneCollector(backplane))
     if span_processors:
         registry.register(TracingCollector(span_processors))
     return Metrics(registry, refreshers)

@@ -22,10 +22,10 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from rig.nats.protocol import NatsProtocol, check_queue, check_subject
+from rig.pause import Pause
 
 DEFAULT_PORT = 4222
 
@@ -115,7 +115,7 @@ class NatsClient(Service):
         self._pinger = None
         self._lost = None
         self._loop = None
-        self._sleeping = None
+        self._pause = Pause(reactor)
         self._subscriptions = {}
         self._sids = itertools.count(1)
         self._inbox = f"_INBOX.{os.urandom(12).hex()}"
@@ -124,6 +124,19 @@ class NatsClient(Service):
         self._tokens = itertools.count(1)
         self.healthy = False
         self.counts = {"connects": 0, "published": 0, "requests": 0}
+        self._observers = []
+
+    def observe(self, observer):
+        """Call ``observer(True)`` after every (re)connection, ``observer(False)`` after
+        every loss (the backplane re-checks its subscriptions and falls back)."""
+        self._observers.append(observer)
+
+    def _tell(self, healthy):
+        for observer in list(self._observers):
+            try:
+                observer(healthy)
+            except Exception:
+                self.log.failure("NATS connection observer")
 
     @property
     def max_payload(self):
@@ -138,9 +151,9 @@ class NatsClient(Service):
 
     def stopService(self):
         super().stopService()
-        for pending in (self._sleeping, self._step):
-            if pending is not None:
-                pending.cancel()  # _run then drops the half-made connection
+        self._pause.cancel()
+        if self._step is not None:
+            self._step.cancel()  # _run then drops the half-made connection
         protocol, lost = self._protocol, self._lost
         if protocol is None or lost is None or lost.called:
             return defer.succeed(None)
@@ -238,7 +251,7 @@ class NatsClient(Service):
                 self.log.warn("NATS {server}: {error}; retrying in {delay:.1f} s",
                               server=str(server), error=str(error) or type(error).__name__,
                               delay=delay)
-                if not await self._sleep(delay):
+                if not await self._pause.sleep(delay):
                     return
                 continue
             attempt = 0
@@ -248,18 +261,9 @@ class NatsClient(Service):
                 return
             self.log.warn("NATS connection to {server} lost: {reason}; reconnecting",
                           server=str(server), reason=str(reason) or type(reason).__name__)
-            if not await self._sleep(self._retry(0)):
+            if not await self._pause.sleep(self._retry(0)):
                 return
 
-    async def _sleep(self, delay):
-        self._sleeping = deferLater(self._reactor, delay, lambda: None)
-        try:
-            await self._sleeping
-        except defer.CancelledError:
-            return False
-        finally:
-            self._sleeping = None
-        return True
 
     async def _connect(self, server):
         endpoint = HostnameEndpoint(self._reactor, server.host, server.port,
@@ -291,6 +295,7 @@ class NatsClient(Service):
         self.healthy = True
         self.counts["connects"] += 1
         self._pinger = self._reactor.callLater(self._ping_interval, self._keep_alive)
+        self._tell(True)
         self.log.info("Connected to NATS at {server} (server {server_name} {version})",
                       server=str(server), server_name=self._info.get("server_name", "?"),
                       version=self._info.get("version", "?"))
@@ -306,7 +311,7 @@ class NatsClient(Service):
 
     def _drop(self):
         """Forget the connection; fail whoever waits on it."""
-        self.healthy = False
+        was_healthy, self.healthy = self.healthy, False
         self._phase = self._handshake = None
         if self._pinger is not None and self._pinger.active():
             self._pinger.cancel()
@@ -319,6 +324,8 @@ class NatsClient(Service):
         for waiter in itertools.chain(pongs, requests.values()):
             if waiter is not None and not waiter.called:
                 waiter.errback(NatsUnavailable("the NATS connection was lost"))
+        if was_healthy:
+            self._tell(False)
 
     def _ping(self, waiter):
         self._pongs.append(waiter)

@@ -18,7 +18,7 @@ import attrs
 # the gateway's own secrets: never a backend's host, whatever the allow-list says
 SECRET_VARIABLES = frozenset((
     "JWT_SECRET_KEY", "NODE_COOKIE", "HTTPS_KEYFILE_PASS", "REDIS_URL", "API_AUTH_TOKENS",
-    "NATS_SERVERS",
+    "NATS_SERVERS", "CLUSTER_BACKPLANE",
 ))
 LOCAL_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
 

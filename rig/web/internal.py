@@ -49,7 +49,8 @@ def health(request):
 
 
 def internal_resource(hub, settings, store, correlations, metrics, *, cluster=None,
-                      redis=None, nats=None, target_policy=None, dashboard=None):
+                      redis=None, nats=None, backplane=None, target_policy=None,
+                      dashboard=None):
     publish = {b"POST": partial(publish_event, hub)}
     routes = [
         (r"/health", {b"GET": health}),
@@ -70,7 +71,8 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
         (r"/v3/responses", {b"POST": partial(post_response, correlations)}),
         (r"/v3/cluster", {b"GET": partial(cluster_view, hub, cluster)}),
         (r"/v3/health", {b"GET": partial(readiness, cluster, {
-            name: broker for name, broker in (("redis", redis), ("nats", nats))
+            name: broker for name, broker in (
+                ("redis", redis), ("nats", nats), ("backplane", backplane))
             if broker is not None})}),
     ]
     if dashboard is not None:  # DASHBOARD_ENABLED; without it /dashboard is an unknown path
@@ -80,10 +82,10 @@ def internal_resource(hub, settings, store, correlations, metrics, *, cluster=No
 
 
 def internal_site(hub, settings, store, correlations, metrics, *, cluster=None,
-                  redis=None, nats=None, target_policy=None, dashboard=None):
+                  redis=None, nats=None, backplane=None, target_policy=None, dashboard=None):
     router = internal_resource(hub, settings, store, correlations, metrics, cluster=cluster,
-                               redis=redis, nats=nats, target_policy=target_policy,
-                               dashboard=dashboard)
+                               redis=redis, nats=nats, backplane=backplane,
+                               target_policy=target_policy, dashboard=dashboard)
     guard = OperatorGuard(router, tokens=settings.api_auth_tokens,
                           client_certificates=bool(settings.api_https_client_ca))
     return RigSite(guard, max_request_bytes=settings.max_request_bytes,

@@ -1,0 +1,1 @@
+"""Cross-node events through a broker (Redis Pub/Sub or NATS), the mesh as the fallback."""
