@@ -11,6 +11,9 @@
 # the broker and the generator share two cores, so the figure that compares is
 # the publisher's CPU time per event (from /proc, user + system, over the whole
 # run: cluster upkeep included, the same in every mode), not throughput.
+# With CALLGRIND=1 the publisher runs under valgrind and the figure is its
+# instructions per event instead (deterministic to about 1%, whatever else the
+# machine does; use a low RATE, e.g. 20: valgrind is ~50x slower).
 # Prints one JSON line.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -43,29 +46,38 @@ case "$MODE" in
     *) echo "mode must be mesh, redis or nats" >&2; exit 2 ;;
 esac
 
-start_node() {  # name cpu inbound internal cluster [seed]
-    INBOUND_PORT="tcp:$3:interface=127.0.0.1" API_HTTP_PORT="tcp:$4:interface=127.0.0.1" \
-        CLUSTER_PORT="tcp:$5:interface=127.0.0.1" CLUSTER_SEEDS="${6:-}" \
-        taskset -c "$2" "$BIN/python" "$BIN/twistd" -n --pidfile= \
-        --logfile="$WORK/$1.log" rig & pids+=($!)
-    echo $!
+start_node() {  # name cpu inbound internal cluster [seed] [wrapper...]; sets last_pid
+    local name=$1 cpu=$2 inbound=$3 internal=$4 cluster=$5 seed=${6:-}
+    shift 6 || shift $#
+    INBOUND_PORT="tcp:$inbound:interface=127.0.0.1" \
+        API_HTTP_PORT="tcp:$internal:interface=127.0.0.1" \
+        CLUSTER_PORT="tcp:$cluster:interface=127.0.0.1" CLUSTER_SEEDS="$seed" \
+        taskset -c "$cpu" "$@" "$BIN/python" "$BIN/twistd" -n --pidfile= \
+        --logfile="$WORK/$name.log" rig >"$WORK/$name.out" 2>&1 &
+    last_pid=$!
+    pids+=("$last_pid")
 }
 
 publisher_port=$(free_port)
 publisher_api=$(free_port)
 seed_port=$(free_port)
-publisher=$(start_node publisher 0 "$publisher_port" "$publisher_api" "$seed_port")
+wrapper=()
+if [ -n "${CALLGRIND:-}" ]; then
+    wrapper=(valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out")
+fi
+start_node publisher 0 "$publisher_port" "$publisher_api" "$seed_port" "" "${wrapper[@]}"
+publisher=$last_pid
 subscribe_urls=()
 apis=("$publisher_api")
 for i in $(seq "$N"); do
     inbound=$(free_port)
     api=$(free_port)
-    start_node "node$i" 1 "$inbound" "$api" "$(free_port)" "127.0.0.1:$seed_port" >/dev/null
+    start_node "node$i" 1 "$inbound" "$api" "$(free_port)" "127.0.0.1:$seed_port"
     subscribe_urls+=("http://127.0.0.1:$inbound")
     apis+=("$api")
 done
 for api in "${apis[@]}"; do
-    for _ in $(seq 300); do
+    for _ in $(seq 900); do
         status=$(curl -s "http://127.0.0.1:$api/v3/health" || true)
         if [ "$MODE" = mesh ] && [[ "$status" == *'"status": "ok"'* ]]; then break; fi
         if [[ "$status" == *'"backplane": "ok"'* ]]; then break; fi
@@ -75,18 +87,25 @@ done
 sleep 2  # membership settles
 
 ticks() { awk '{print $14 + $15}' "/proc/$publisher/stat"; }
+[ -n "${CALLGRIND:-}" ] && callgrind_control -z "$publisher" >/dev/null 2>&1
 before=$(ticks)
 urls=$(IFS=,; echo "${subscribe_urls[*]}")
 taskset -c 1 "$BIN/python" "$HERE/fanout.py" --url "http://127.0.0.1:$publisher_port" \
     --subscribe-url "$urls" --ws $((N * SUBS)) --rate "$RATE" --duration "$DURATION" \
     --json-only >"$WORK/fanout.json"
 after=$(ticks)
-"$BIN/python" - "$WORK/fanout.json" "$MODE" "$N" "$before" "$after" <<'EOF'
+instructions=0
+if [ -n "${CALLGRIND:-}" ]; then
+    callgrind_control -d "$publisher" >/dev/null 2>&1
+    sleep 1
+    instructions=$(grep -h "^summary:\|^totals:" "$WORK"/cg.out.* | head -1 | awk '{print $2}')
+fi
+"$BIN/python" - "$WORK/fanout.json" "$MODE" "$N" "$before" "$after" "$instructions" <<'EOF'
 import json
 import os
 import sys
 
-path, mode, nodes, before, after = sys.argv[1:]
+path, mode, nodes, before, after, instructions = sys.argv[1:]
 result = json.load(open(path))
 ticks = int(after) - int(before)
 events = max(result["events_sent"], 1)
@@ -95,6 +114,7 @@ print(json.dumps({
     "mode": mode, "interested_nodes": int(nodes), "events": result["events_sent"],
     "publisher_cpu_s": round(cpu_s, 2),
     "publisher_cpu_us_per_event": round(cpu_s / events * 1e6, 1),
+    "publisher_instructions_per_event": int(instructions) // events or None,
     "deliveries": result["deliveries_received"], "expected": result["expected_deliveries"],
     "lost": result["lost"], "latency_ms": result["latency_ms"]}))
 EOF

@@ -416,8 +416,10 @@ class ServerProcess:
         raise NotImplementedError
 
     async def probe(self):
-        """Returns once the server answers; raises while it does not."""
-        raise NotImplementedError
+        """Returns once the server accepts connections; raises while it does not."""
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=2)
+        connected = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+        connected.transport.loseConnection()
 
     async def start(self):
         for _attempt in range(5):
@@ -456,19 +458,33 @@ class ServerProcess:
 
 
 class RedisServer(ServerProcess):
-    """A real ``redis-server`` with no persistence."""
+    """A real ``redis-server`` with no persistence; *options* are extra arguments
+    (``--requirepass``); with *tls* (a tests.certs.CertFiles) it speaks only TLS."""
 
     executable = "redis-server"
+
+    def __init__(self, workdir, options=(), tls=None):
+        super().__init__(workdir)
+        self.options = list(options)
+        self.tls = tls
 
     @property
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self, executable):
-        return [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.workdir]
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file",
+                     self.tls.certfile, "--tls-key-file", self.tls.keyfile,
+                     "--tls-ca-cert-file", self.tls.certfile, "--tls-auth-clients", "no"]
+        return [executable, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.workdir, *self.options]
 
     async def probe(self):
+        if self.tls is not None or self.options:
+            await super().probe()
+            return
         client = await self.client()
         await client.disconnect()
 

@@ -258,3 +258,68 @@ async def test_a_channel_is_held_while_there_is_interest_and_the_history_age_aft
         return await broker_subscribers(broker, channel) == 0
 
     await eventually(left, what="unsubscribed once the history no longer needs it")
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_pubsub_over_tls_with_a_password(tmp_path):
+    from twisted.internet.ssl import Certificate
+
+    from rig.backplane.brokers import RedisPubSub
+    from rig.backplane.resp import RedisError
+    from rig.streams.source import parse_redis_url
+    from tests.certs import make_certificate
+
+    files = make_certificate(tmp_path)
+    server = RedisServer(str(tmp_path), ["--requirepass", "s3cret"], tls=files)
+    await server.start()
+    received = []
+    pubsub = RedisPubSub(reactor, parse_redis_url(f"rediss://:s3cret@127.0.0.1:{server.port}"),
+                         lambda channel, payload: received.append((channel, payload)),
+                         trust_root=Certificate.loadPEM(files.pem))
+    try:
+        await pubsub.connect()
+        assert pubsub.sharded  # Redis 7
+        assert "s3cret" not in str(pubsub)
+        await pubsub.subscribe("rig.events.greeting")
+        assert await pubsub.publish("rig.events.greeting", b"p.1\n{}") == 1  # one receiver
+        await eventually(lambda: received, what="message over TLS")
+        assert received == [("rig.events.greeting", b"p.1\n{}")]
+        await pubsub.unsubscribe("rig.events.greeting")
+        assert await pubsub.publish("rig.events.greeting", b"p.2\n{}") == 0
+        wrong = RedisPubSub(reactor, parse_redis_url(f"rediss://:nope@127.0.0.1:{server.port}"),
+                            lambda *_: None, trust_root=Certificate.loadPEM(files.pem))
+        with pytest.raises(RedisError, match="WRONGPASS"):
+            await wrong.connect()
+    finally:
+        pubsub.close()
+        server.stop()
+
+
+def test_resp_replies_and_pushes_split_anywhere():
+    from twisted.internet.testing import StringTransport
+
+    from rig.backplane.resp import RedisError, RespProtocol
+
+    stream = (b"*3\r\n$10\r\nssubscribe\r\n$1\r\na\r\n:1\r\n"
+              b"*3\r\n$8\r\nsmessage\r\n$1\r\na\r\n$5\r\nx\r\ny!\r\n"
+              b"-WRONGPASS nope\r\n:7\r\n$-1\r\n+OK\r\n")
+    for size in (1, 2, len(stream)):
+        pushed, replies = [], []
+        protocol = RespProtocol(lambda channel, payload, seen=pushed: seen.append(
+            (channel, payload)))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        for _ in range(5):
+            protocol.execute("X").addBoth(replies.append)
+        assert transport.value() == b"*1\r\n$1\r\nX\r\n" * 5
+        for start in range(0, len(stream), size):
+            protocol.dataReceived(stream[start:start + size])
+        assert pushed == [(b"a", b"x\r\ny!")]
+        assert replies[0] == [b"ssubscribe", b"a", 1]
+        assert isinstance(replies[1].value, RedisError)
+        assert replies[2:] == [7, None, b"OK"]
+    protocol = RespProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"?garbage\r\n")
+    assert transport.disconnecting or transport.disconnected

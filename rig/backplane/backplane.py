@@ -68,9 +68,25 @@ class BackplaneReplica(PartitionedReplica):
 
     def __init__(self, backplane, interval=0.5):
         super().__init__(lambda: {UP} if backplane.up else set(), interval)
+        self._on_broker = None  # the answer of on_broker, until the sets change
 
     def on_broker(self):
-        return set(self.owners_with(UP))
+        """The nodes that receive from the broker (asked once per published event)."""
+        if self._on_broker is None:
+            self._on_broker = frozenset(self.owners_with(UP))
+        return self._on_broker
+
+    def refresh(self):
+        self._on_broker = None
+        return super().refresh()
+
+    def merge(self, state, address):
+        self._on_broker = None
+        return super().merge(state, address)
+
+    def member_gone(self, member):
+        self._on_broker = None
+        super().member_gone(member)
 
 
 class RecentPositions:
@@ -123,6 +139,7 @@ class Backplane(Service):
         self._channels = {}  # event type -> Deferred of its subscription (None once done)
         self._holding = collections.Counter()  # types of confirmations under way
         self._unacknowledged = {}  # position -> event published, not yet acknowledged
+        self._channel_names = {}  # event type -> its channel
         self._loop = None
         self._pause = Pause(reactor)
         self.counts = {"published": 0, "received": 0, "echoes": 0, "resent": 0}
@@ -282,9 +299,13 @@ class Backplane(Service):
         when the broker is down (the caller sends it over the mesh)."""
         if not self.up:
             return False
+        channel = self._channel_names.get(event.type)
+        if channel is None:
+            if len(self._channel_names) >= 10000:
+                self._channel_names.clear()  # types are not bounded; this cache is
+            channel = self._channel_names[event.type] = channel_of(self.prefix, event.type)
         try:
-            sent = self.pubsub.publish(channel_of(self.prefix, event.type),
-                                       position + b"\n" + event.json)
+            sent = self.pubsub.publish(channel, position + b"\n" + event.json)
         except Exception as error:  # connection gone, message over the broker's limit
             self.log.debug("Backplane publish failed: {error}", error=str(error))
             return False

@@ -22,8 +22,9 @@ class RedisPubSub:
 
     name = "redis"
 
-    def __init__(self, reactor, address, on_message, *, connect_timeout=5.0):
+    def __init__(self, reactor, address, on_message, *, connect_timeout=5.0, trust_root=None):
         self._reactor = reactor
+        self._trust_root = trust_root  # rediss://: the system's CAs (or SSL_CERT_FILE) if None
         self.address = address  # a RedisAddress
         self._on_message = on_message
         self._timeout = connect_timeout
@@ -48,12 +49,17 @@ class RedisPubSub:
         endpoint = HostnameEndpoint(self._reactor, address.host, address.port,
                                     timeout=self._timeout)
         if address.tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
+            endpoint = wrapClientTLS(
+                optionsForClientTLS(address.host, trustRoot=self._trust_root), endpoint)
         connecting = connectProtocol(endpoint, RespProtocol(on_message, self._gone))
         connecting.addTimeout(self._timeout, self._reactor)
         protocol = await connecting
         if address.password is not None:
-            await protocol.execute("AUTH", address.password)
+            try:
+                await protocol.execute("AUTH", address.password)
+            except Exception:
+                protocol.transport.loseConnection()
+                raise
         return protocol
 
     def _gone(self, reason):

@@ -125,6 +125,7 @@ class NatsClient(Service):
         self.healthy = False
         self.counts = {"connects": 0, "published": 0, "requests": 0}
         self._observers = []
+        self._checked = set()  # subjects published to that passed check_subject
 
     def observe(self, observer):
         """Call ``observer(True)`` after every (re)connection, ``observer(False)`` after
@@ -198,7 +199,11 @@ class NatsClient(Service):
     def publish(self, subject, payload, reply=None, headers=None):
         """Send *payload* (bytes) to *subject* (with NATS *headers*, ``{name: value}``);
         raises NatsUnavailable, PayloadTooLarge or ValueError (not a subject)."""
-        check_subject(subject)
+        if subject not in self._checked:
+            check_subject(subject)
+            if len(self._checked) >= 10000:
+                self._checked.clear()
+            self._checked.add(subject)
         if not self.healthy:
             raise NatsUnavailable("not connected to NATS")
         if len(payload) > self.max_payload:
