@@ -281,11 +281,15 @@ async def test_redis_pubsub_over_tls_with_a_password(tmp_path):
         assert pubsub.sharded  # Redis 7
         assert "s3cret" not in str(pubsub)
         await pubsub.subscribe("rig.events.greeting")
-        assert await pubsub.publish("rig.events.greeting", b"p.1\n{}") == 1  # one receiver
+        await pubsub.publish("rig.events.greeting", b"p.1\n{}")  # acknowledged
         await eventually(lambda: received, what="message over TLS")
         assert received == [("rig.events.greeting", b"p.1\n{}")]
         await pubsub.unsubscribe("rig.events.greeting")
-        assert await pubsub.publish("rig.events.greeting", b"p.2\n{}") == 0
+        await pubsub.subscribe("rig.events.news")
+        pubsub.publish("rig.events.greeting", b"p.2\n{}")
+        await pubsub.publish("rig.events.news", b"p.3\n{}")
+        await eventually(lambda: len(received) == 2, what="the later message")
+        assert received[1] == ("rig.events.news", b"p.3\n{}")  # p.2: nobody subscribed
         wrong = RedisPubSub(reactor, parse_redis_url(f"rediss://:nope@127.0.0.1:{server.port}"),
                             lambda *_: None, trust_root=Certificate.loadPEM(files.pem))
         with pytest.raises(RedisError, match="WRONGPASS"):

@@ -84,6 +84,10 @@ class RespProtocol(Protocol):
         self.transport.write(command(*parts))
         return waiter
 
+    def send(self, *parts):
+        """A command whose reply is not read: one sent while ``CLIENT REPLY OFF``."""
+        self.transport.write(command(*parts))
+
     def dataReceived(self, data):
         buffer = self._buffer
         buffer += data
