@@ -162,3 +162,15 @@ def test_a_stream_whose_window_is_shut_waits_without_spinning():
     exchange.pump()  # the window update wakes the send loop: the rest goes out
     received = sum(len(event.data) for event in exchange.of(h2.events.DataReceived))
     assert received == 70_000
+
+
+def test_the_site_adds_no_alpn_protocols_of_its_own():
+    """Twisted's Site offers h2 by ALPN whenever h2 is installed; what RIG's HTTPS
+    listeners offer is their TLS options' (rig/tls.py), and nothing else."""
+    from twisted.web.server import Site
+
+    from rig.tls import HTTP_PROTOCOLS
+
+    assert Site(Resource()).acceptableProtocols() == [b"h2", b"http/1.1"]
+    assert RigSite(Resource()).acceptableProtocols() == []
+    assert HTTP_PROTOCOLS == (b"h2", b"http/1.1")

@@ -296,6 +296,11 @@ class RigSite(server.Site):
     def log(self, request):
         pass
 
+    def acceptableProtocols(self):
+        """None of its own: what TLS offers by ALPN is the listener's TLS options' alone
+        (rig/tls.py). Twisted's Site would add ``h2`` whenever h2 is installed."""
+        return []
+
     _date = (None, b"")
 
     def date_header(self):
