@@ -6,9 +6,13 @@ breaking the gateway somewhere else.
 import signal
 
 import h2.connection
+import priority
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
+from twisted.web._http2 import _END_STREAM_SENTINEL, H2Stream
 from twisted.web._http2 import H2Connection as _TwistedH2Connection
-from twisted.web._http2 import H2Stream
+
+_SEND_PER_TURN = 256 * 1024  # DATA bytes one turn of the send loop frames at most
 
 
 def forget_sigterm(reactor):
@@ -111,6 +115,68 @@ class H2Connection(_TwistedH2Connection):
                 # callLater(0) per reactor turn, sending nothing) until the peer opens
                 # the window; blocked, it waits for the WINDOW_UPDATE instead
                 self.priority.block(stream_id)
+
+    def _sendPrioritisedData(self, *args):
+        """Twisted's send loop, except that one turn frames every chunk that is ready
+        (up to ``_SEND_PER_TURN`` bytes) and writes them all at once.
+
+        Twisted's frames one chunk a reactor turn and writes it on its own (one TLS
+        record), and wakes at once for each write: a fan-out to a hundred SSE streams
+        of one connection took a hundred turns, under a thousand deliveries a second.
+        The order of the frames, the flow-control windows, the frame size and the wait
+        behind a blocked transport are Twisted's.
+        """
+        if not self._stillProducing:
+            return
+        conn, queues, sent = self.conn, self._outboundStreamQueues, 0
+        while sent < _SEND_PER_TURN:
+            try:
+                stream = next(self.priority)
+            except priority.DeadlockError:  # nothing ready: wait for a write or a window
+                self._flush_frames()
+                self._sendingDeferred = Deferred()
+                self._sendingDeferred.addCallback(self._wake)
+                return
+            if self._consumerBlocked is not None:  # wait behind the transport
+                self._flush_frames()
+                self._consumerBlocked.addCallback(self._sendPrioritisedData)
+                return
+            queue = queues[stream]
+            frame = queue.popleft()
+            if frame is _END_STREAM_SENTINEL:
+                conn.end_stream(stream)
+                self._flush_frames()
+                self._requestDone(stream)
+                continue
+            size = min(conn.max_outbound_frame_size, conn.local_flow_control_window(stream))
+            if size <= 0:  # its window is shut: it waits for a WINDOW_UPDATE (see _sent)
+                queue.appendleft(frame)
+                self.priority.block(stream)
+                continue
+            if len(frame) > size:
+                queue.appendleft(frame[size:])
+                frame = frame[:size]
+            if frame:
+                conn.send_data(stream, frame)
+                sent += len(frame)
+            if not queue:
+                self.priority.block(stream)
+            if self.remainingOutboundWindow(stream) <= 0:
+                self.streams[stream].flowControlBlocked()
+        self.resetTimeout()
+        self._flush_frames()
+        self._reactor.callLater(0, self._sendPrioritisedData)
+
+    def _wake(self, _stream_id):
+        """Data came (a write, a window): frame it next turn, with whatever else this
+        turn writes (a broadcast writes every stream of the connection in one turn)."""
+        self._reactor.callLater(0, self._sendPrioritisedData)
+
+    def _flush_frames(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.resetTimeout()
+            self.transport.write(data)
 
     def _handleWindowUpdate(self, event):
         """Twisted's, then the send loop wakes if it sleeps (Twisted's does not: it never

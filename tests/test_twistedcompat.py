@@ -80,6 +80,12 @@ def test_twisted_http2_internals_the_h2_connection_builds_on():
     assert "writeDataToStream" in inspect.getsource(_http2.H2Stream.write)
     stream_init = inspect.getsource(_http2.H2Stream.__init__)
     assert "self._conn = connection" in stream_init and "self.streamID" in stream_init
+    # the send loop is rewritten (rig.twistedcompat.H2Connection._sendPrioritisedData) from
+    # these: the per-stream queues, their end marker, the producer flags
+    for name in ("_outboundStreamQueues", "_stillProducing", "_consumerBlocked",
+                 "_END_STREAM_SENTINEL", "self._reactor.callLater(0, self._sendPrioritisedData)",
+                 "flowControlBlocked", "remainingOutboundWindow"):
+        assert name in loop, name
     connection = H2Connection(reactor)
     assert connection._sendingDeferred is None and connection.priority is not None
     assert connection.queued == {}
