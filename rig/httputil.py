@@ -14,6 +14,22 @@ def client_gone(request):
     return getattr(request, "client_gone", False)
 
 
+def is_http2(request):
+    """Whether *request* came over HTTP/2 (a stream of a shared connection)."""
+    return request.clientproto == b"HTTP/2"
+
+
+def abort_response(request):
+    """Cut a started response short, so that its client sees it incomplete: over
+    HTTP/1.1 by closing the connection, over HTTP/2 by resetting the request's
+    stream only (its connection carries other requests)."""
+    if is_http2(request):
+        if request.channel is not None:
+            request.channel.abortConnection()
+    else:
+        request.loseConnection()
+
+
 _TOKEN_IN_PATH = re.compile(rb"(/_rig/v1/connection/[^/]*/)([^/]{8})[^/]*")
 
 

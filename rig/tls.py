@@ -4,7 +4,8 @@ The files are read at start only: once when the settings are checked, so a bad
 certificate, key or password stops the daemon with one line, and once when
 the service tree is built. Nothing here runs on the reactor. Ciphers and
 protocol versions are Twisted's ``CertificateOptions`` defaults (TLS 1.2 and
-up, a strong cipher list, server preference, no compression).
+up, a strong cipher list, server preference, no compression). ALPN offers
+HTTP/2 first, then HTTP/1.1 (:mod:`rig.web.h2`).
 
 Each loader raises ``ValueError`` with a message that names the file but not
 the setting; the caller prefixes the setting's name.
@@ -15,6 +16,7 @@ from OpenSSL import SSL
 from twisted.internet.ssl import CertificateOptions
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+HTTP_PROTOCOLS = (b"h2", b"http/1.1")  # offered by ALPN, best first
 _PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -61,15 +63,17 @@ def _private_key(data, secret, path):
         raise ValueError(f"cannot load the key in {path!r}: {error}") from None
 
 
-def server_options(certificates, key, client_ca=None):
-    """``CertificateOptions`` with the context built now, so a mismatch fails at start."""
+def server_options(certificates, key, client_ca=None, protocols=HTTP_PROTOCOLS):
+    """``CertificateOptions`` with the context built now, so a mismatch fails at start;
+    *protocols* are the ALPN protocol names offered, best first."""
     leaf, *chain = certificates
     if leaf.public_key().public_bytes(*_PUBLIC) != key.public_key().public_bytes(*_PUBLIC):
         raise ValueError("the private key does not belong to the certificate")
     try:
         # pyOpenSSL (>= 24.3) takes cryptography's objects, and deprecates its own.
         options = CertificateOptions(privateKey=key, certificate=leaf,
-                                     extraCertChain=chain or None, trustRoot=client_ca)
+                                     extraCertChain=chain or None, trustRoot=client_ca,
+                                     acceptableProtocols=list(protocols) or None)
         options.getContext()
     except (SSL.Error, TypeError, ValueError) as error:
         raise ValueError(f"unusable certificate or key: {error}") from None

@@ -149,27 +149,60 @@ class WelcomeMixin:
         return created["data"]["connection_token"], subscriptions["data"]
 
 
-class RawHTTPClient(WelcomeMixin, protocol.Protocol):
+class SSEReader(WelcomeMixin):
+    """A response body as it arrives (``body``), parsed as SSE: ``messages`` yields one
+    dict per message (``comment``, ``id``, ``event``, ``data``) in arrival order."""
+
+    def __init__(self):
+        self.body = b""
+        self.messages = defer.DeferredQueue()
+        self._sse_buffer = b""
+
+    def _body(self, data):
+        self.body += data
+        self._sse_buffer += data
+        while b"\n\n" in self._sse_buffer:
+            block, self._sse_buffer = self._sse_buffer.split(b"\n\n", 1)
+            message = {}
+            for line in block.decode("utf-8").split("\n"):
+                name, _, value = line.partition(": ")
+                if name == "data":
+                    message["data"] = message.get("data", "") + value
+                else:
+                    message[name or "comment"] = value
+            if "data" in message:
+                message["data"] = json.loads(message["data"])
+            self.messages.put(message)
+
+    async def next_message(self, skip_comments=True):
+        while True:
+            message = await within(self.messages.get())
+            if not (skip_comments and "comment" in message):
+                return message
+
+    async def next_event(self):
+        """The next CloudEvent on the stream (heartbeats skipped)."""
+        return (await self.next_message())["data"]
+
+
+class RawHTTPClient(SSEReader, protocol.Protocol):
     """Sends one request and exposes the response head and (de-chunked) body as it arrives.
 
-    The body is parsed as SSE: ``messages`` yields one dict per message
-    (``comment``, ``id``, ``event``, ``data``) in arrival order.
+    The body is parsed as SSE (see :class:`SSEReader`).
     """
 
     def __init__(self, request_bytes):
+        super().__init__()
         self.request_bytes = request_bytes
         self.head = defer.Deferred()
         self.status = None
         self.headers = {}
-        self.body = b""
         self.raw_body = b""
-        self.messages = defer.DeferredQueue()
         self.closed = defer.Deferred()
         self.complete = defer.Deferred()
         self._buffer = b""
         self._chunked = False
         self._head_done = False
-        self._sse_buffer = b""
 
     @classmethod
     async def open(cls, port, method, path, version="1.1", headers=()):
@@ -221,32 +254,6 @@ class RawHTTPClient(WelcomeMixin, protocol.Protocol):
             if size == 0:
                 self._complete()
                 return
-
-    def _body(self, data):
-        self.body += data
-        self._sse_buffer += data
-        while b"\n\n" in self._sse_buffer:
-            block, self._sse_buffer = self._sse_buffer.split(b"\n\n", 1)
-            message = {}
-            for line in block.decode("utf-8").split("\n"):
-                name, _, value = line.partition(": ")
-                if name == "data":
-                    message["data"] = message.get("data", "") + value
-                else:
-                    message[name or "comment"] = value
-            if "data" in message:
-                message["data"] = json.loads(message["data"])
-            self.messages.put(message)
-
-    async def next_message(self, skip_comments=True):
-        while True:
-            message = await within(self.messages.get())
-            if not (skip_comments and "comment" in message):
-                return message
-
-    async def next_event(self):
-        """The next CloudEvent on the stream (heartbeats skipped)."""
-        return (await self.next_message())["data"]
 
     def _complete(self):
         if not self.complete.called:

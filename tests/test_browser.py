@@ -30,8 +30,12 @@ from selenium.common.exceptions import (
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
+from rig.testing import eventually
+from rig.web.h2 import H2Channel
+from tests.certs import make_certificate
 from tests.support import greeting, make_jwt, subs_query
 
 CHROMIUM = os.environ.get("RIG_CHROMIUM", "/usr/bin/chromium")
@@ -56,8 +60,9 @@ def driver():
         )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    # --ignore-certificate-errors: the HTTPS test's certificate is self-signed
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1000,1300", "--disable-gpu"):
+                     "--window-size=1000,1300", "--disable-gpu", "--ignore-certificate-errors"):
         options.add_argument(argument)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SE_OFFLINE", "true")  # belt and braces: the driver path skips the manager
@@ -305,3 +310,47 @@ async def test_swagger_ui_shows_every_operation_from_local_files(make_gateway, p
     assert loaded and all(url.startswith(origin + "/swagger-ui/") for url in loaded), loaded
     errors = await deferToThread(page.chrome.find_elements, By.CSS_SELECTOR, ".errors-wrapper")
     assert not errors
+
+
+@pytest_twisted.ensureDeferred
+async def test_ten_sse_pages_of_one_https_origin_all_receive_events(make_gateway, page,
+                                                                    tmp_path):
+    """Over HTTP/1.1 a browser holds six connections per origin: the seventh page would
+    not even load while six SSE streams are open. Over HTTP/2 (ALPN on the HTTPS
+    listener) the ten streams share a connection."""
+    cert = make_certificate(tmp_path)
+    gateway = make_gateway(examples_enabled=True, inbound_https_listen="tcp:0:interface=127.0.0.1",
+                           https_certfile=cert.certfile, https_keyfile=cert.keyfile)
+    port = gateway.service.address("inbound_https").port
+    url = f"https://127.0.0.1:{port}/_rig/examples/sse.html"
+    chrome = page.chrome
+    handles = []
+
+    def open_tabs():
+        for number in range(10):
+            if number:
+                chrome.switch_to.new_window("tab")
+            chrome.get(url)
+            handles.append(chrome.current_window_handle)
+
+    try:
+        await deferToThread(open_tabs)
+        await eventually(reactor, lambda: len(gateway.hub.connections) == 10,
+                         what="ten SSE connections")
+        site = gateway.service.getServiceNamed("inbound").factory
+        channels = list(site._channels)  # Chromium may open a spare connection or two
+        assert {type(channel) for channel in channels} == {H2Channel}
+        assert len(channels) < 6  # fewer than the streams, fewer than HTTP/1.1's limit
+        await gateway.publish(quickstart_event())
+        for handle in handles:
+            await deferToThread(chrome.switch_to.window, handle)
+            assert names(await page.events("greeting", 1)) == ["alice"]
+    finally:
+        def close_tabs():
+            for handle in handles[1:]:
+                chrome.switch_to.window(handle)
+                chrome.close()
+            if handles:
+                chrome.switch_to.window(handles[0])
+
+        await deferToThread(close_tabs)

@@ -49,9 +49,11 @@ def port_of(gateway, name):
     return gateway.service.address(name).port
 
 
-def client_tls(cert):
-    """Verify the server as a browser would, but trusting only the test certificate."""
-    return optionsForClientTLS("127.0.0.1", trustRoot=Certificate.loadPEM(cert.pem))
+def client_tls(cert, protocols=None):
+    """Verify the server as a browser would, but trusting only the test certificate;
+    *protocols* are offered by ALPN (none by default)."""
+    return optionsForClientTLS("127.0.0.1", trustRoot=Certificate.loadPEM(cert.pem),
+                               acceptableProtocols=protocols)
 
 
 def https(gateway, cert, trust=True):
@@ -68,13 +70,14 @@ async def get_text(client, url):
     return response, await within(response.text())
 
 
-async def tls_sse(gateway, cert, query=""):
+async def tls_sse(gateway, cert, query="", protocols=None):
     """RawHTTPClient, but connected through TLS to the inbound HTTPS port."""
     port = port_of(gateway, "inbound_https")
     request = (f"GET /_rig/v1/connection/sse{query} HTTP/1.1\r\n"
                f"Host: 127.0.0.1:{port}\r\n\r\n").encode()
     client = RawHTTPClient(request)
-    endpoint = wrapClientTLS(client_tls(cert), TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+    endpoint = wrapClientTLS(client_tls(cert, protocols),
+                             TCP4ClientEndpoint(reactor, "127.0.0.1", port))
     await within(endpoint.connect(protocol.Factory.forProtocol(lambda: client)))
     gateway.clients.append(client)
     await within(client.head)

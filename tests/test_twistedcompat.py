@@ -62,3 +62,30 @@ async def test_a_tcp_transports_send_buffer_is_read_as_the_write_path_expects():
     finally:
         client.transport.abortConnection()
         await port.stopListening()
+
+
+def test_twisted_http2_internals_the_h2_connection_builds_on():
+    """rig.twistedcompat.H2Connection overrides _requestDone and _handleWindowUpdate,
+    wakes _sendingDeferred, blocks streams in ``priority``, counts ``conn.send_data``
+    and ``writeDataToStream``; stream_queued reads H2Stream's _conn and streamID."""
+    from twisted.web import _http2
+
+    from rig.twistedcompat import H2Connection
+
+    loop = inspect.getsource(_http2.H2Connection._sendPrioritisedData)
+    assert "self.conn.send_data(stream, frameData)" in loop
+    assert "self._requestDone(stream)" in loop
+    assert "self._sendingDeferred" in inspect.getsource(_http2.H2Connection.writeDataToStream)
+    assert "priority.unblock" in inspect.getsource(_http2.H2Connection._handleWindowUpdate)
+    assert "writeDataToStream" in inspect.getsource(_http2.H2Stream.write)
+    stream_init = inspect.getsource(_http2.H2Stream.__init__)
+    assert "self._conn = connection" in stream_init and "self.streamID" in stream_init
+    # the send loop is rewritten (rig.twistedcompat.H2Connection._sendPrioritisedData) from
+    # these: the per-stream queues, their end marker, the producer flags
+    for name in ("_outboundStreamQueues", "_stillProducing", "_consumerBlocked",
+                 "_END_STREAM_SENTINEL", "self._reactor.callLater(0, self._sendPrioritisedData)",
+                 "flowControlBlocked", "remainingOutboundWindow"):
+        assert name in loop, name
+    connection = H2Connection(reactor)
+    assert connection._sendingDeferred is None and connection.priority is not None
+    assert connection.queued == {}

@@ -9,13 +9,15 @@ from rig.events import rig_event
 from rig.httputil import client_gone, respond
 from rig.hub.closing import SHUTDOWN
 from rig.hub.interface import IConnection
-from rig.hub.outbox import buffered_bytes, write_now
+from rig.hub.outbox import buffered_bytes, write_now, write_stream
 from rig.tracing.context import request_trace_context
+from rig.twistedcompat import is_h2_stream
 
 
 @implementer(IConnection)
 class SSEConnection:
-    """One event stream; frames go straight to the HTTP channel's transport."""
+    """One event stream; frames go straight to the HTTP channel's transport, or over
+    HTTP/2 to the request's stream (its connection is shared, and flow-controlled)."""
 
     kind = "sse"
     log = Logger()
@@ -25,6 +27,7 @@ class SSEConnection:
         "_heartbeat",
         "_send_limit",
         "framer",
+        "http2",
         "hub",
         "local_id",
         "request",
@@ -35,7 +38,9 @@ class SSEConnection:
     def __init__(self, hub, request, local_id, head=b""):
         self.hub = hub
         self.request = request
-        self.transport = request.channel.transport
+        channel = request.channel
+        self.http2 = is_h2_stream(channel)
+        self.transport = channel if self.http2 else channel.transport
         self._head = head  # the response head, sent with the first frame
         self.local_id = local_id
         self.token = hub.token_for(local_id)
@@ -66,7 +71,12 @@ class SSEConnection:
         transport = self.transport
         if self._head:
             data, self._head = self._head + data, b""
-        if transport is None or write_now(transport, data, self._send_limit):
+        if transport is None:
+            return
+        if self.http2:
+            if write_stream(transport, data, self._send_limit):
+                return
+        elif write_now(transport, data, self._send_limit):
             return
         self.hub.slow_client(self, buffered_bytes(transport), self.hub.send_queue_limit,
                              "stream ended")
@@ -87,7 +97,7 @@ class SSEConnection:
                                self.hub.history.position_id())
         last, self._head = self._head + last, b""
         if last:
-            write_now(transport, last)
+            (write_stream if self.http2 else write_now)(transport, last)
         self.request.finish()
 
     def _lost(self, _reason):

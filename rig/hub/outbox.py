@@ -7,13 +7,15 @@ current turn and flushed together by one call scheduled with ``callLater(0)``,
 and a flush sends straight on the socket when the transport has nothing
 buffered (anything not sent, or any non-TCP transport such as TLS, goes the
 ordinary way through ``transport.write``, which keeps order and backpressure).
+An HTTP/2 stream is written with ``write_stream``, never on the socket: its
+connection frames, flow-controls and sends what every stream writes.
 """
 from twisted.logger import Logger
 
 from rig.twistedcompat import queued_bytes as buffered_bytes
-from rig.twistedcompat import write_now
+from rig.twistedcompat import write_now, write_stream
 
-__all__ = ["Outbox", "buffered_bytes", "no_delay", "write_now"]
+__all__ = ["Outbox", "buffered_bytes", "no_delay", "write_now", "write_stream"]
 
 
 def no_delay(transport):

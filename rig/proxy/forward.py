@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.http import NO_BODY_CODES
 
-from rig.httputil import client_gone, respond_now
+from rig.httputil import abort_response, client_gone, respond_now
 from rig.proxy.targets import TargetPolicy, TargetRefused
 from rig.proxy.upstream import INLINE_BODY_BYTES
 from rig.tracing.context import child_header_lines
@@ -141,7 +141,7 @@ class _Relay:
             request.unregisterProducer()
         if not (request.client_gone or request.finished):
             if error is not None:
-                request.loseConnection()  # mid-response failure: the client sees a cut stream
+                abort_response(request)  # mid-response failure: the client sees a cut stream
             else:
                 pieces = self.pieces
                 if pieces is not None:  # all of it came at once
@@ -313,7 +313,7 @@ class _Forwarding:
         self.forwarder.log.failure("while forwarding to {url}", failure, url=self.shown)
         request = self.request
         if not (request.finished or client_gone(request)):
-            request.loseConnection()
+            abort_response(request)
 
 
 def _why(error):

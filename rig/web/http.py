@@ -4,14 +4,17 @@ import weakref
 from inspect import iscoroutine
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
-from rig.httputil import client_gone, redacted_path, respond
+from rig.httputil import abort_response, client_gone, is_http2, redacted_path, respond
 from rig.hub.outbox import no_delay, write_now
+from rig.web.h2 import take_over
 
 _REQUEST_LINE = re.compile(rb"[A-Z]{3,10} ")
 
@@ -50,10 +53,19 @@ class BoundedRequest(server.Request):
         channel holds the head to send it with the first body bytes, in one write)."""
         channel = self.channel
         if self.passed_headers and not self.startedWriting and channel is not None:
-            channel.passed_headers = self.passed_headers
+            if isinstance(channel, RigChannel):
+                channel.passed_headers = self.passed_headers
+            else:  # HTTP/2 has no header lines: they go out as headers
+                self._add_passed_headers()
         super().write(data)
         if getattr(channel, "held_head", None) is not None:
             channel.write(b"")
+
+    def _add_passed_headers(self):
+        headers = self.responseHeaders
+        for line in self.passed_headers:
+            name, _, value = line.partition(b":")
+            headers.addRawHeader(name.strip().lower(), value.strip())
 
     def start_stream(self):
         """Commit the response head (status and headers) without sending it, and return
@@ -68,8 +80,10 @@ class BoundedRequest(server.Request):
 
     def _limit(self):
         """Proxied requests may carry big (disk-buffered) bodies; RIG's own routes may not."""
-        site = self.channel.site
-        path = self.channel.head_path or b""
+        channel = self.channel
+        site = channel.site
+        # the request line's path (HTTP/1.1), or the :path of an HTTP/2 stream
+        path = getattr(channel, "head_path", None) or getattr(channel, "path", None) or b""
         if site.max_proxy_body_bytes is not None and not path.startswith(b"/_rig/"):
             return site.max_proxy_body_bytes
         return site.max_request_bytes
@@ -93,10 +107,13 @@ class BoundedRequest(server.Request):
         super().handleContentChunk(data)
 
 
+@implementer(IHandshakeListener)
 class RigChannel(http.HTTPChannel):
     """Room for 16 KB header values (long JWTs and SAML tokens), as RIG allows.
 
     Known to its site while open, so a shutdown can drain it (see :meth:`RigSite.drain`).
+    On a TLS connection whose client chose HTTP/2 by ALPN, it hands the connection
+    to an HTTP/2 channel once the handshake is done (:mod:`rig.web.h2`).
     """
 
     MAX_LENGTH = 32768
@@ -153,6 +170,12 @@ class RigChannel(http.HTTPChannel):
         super().connectionMade()
         no_delay(self.transport)
         self.site.channel_opened(self)
+
+    def handshakeCompleted(self):
+        """TLS is up (the TLS layer calls this before any request byte arrives)."""
+        if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            self._cancel_head_timer()
+            take_over(self)
 
     def connectionLost(self, reason):
         self._cancel_head_timer()
@@ -273,6 +296,11 @@ class RigSite(server.Site):
     def log(self, request):
         pass
 
+    def acceptableProtocols(self):
+        """None of its own: what TLS offers by ALPN is the listener's TLS options' alone
+        (rig/tls.py). Twisted's Site would add ``h2`` whenever h2 is installed."""
+        return []
+
     _date = (None, b"")
 
     def date_header(self):
@@ -364,10 +392,10 @@ class Router(Resource):
 
     def render(self, request):
         handler, groups = self._resolve(request)
-        if request.too_large:
+        if request.too_large:  # HTTP/1.1 closes the connection (the body is not read)
             return respond(
                 request, http.REQUEST_ENTITY_TOO_LARGE, "Request body too large.",
-                headers=[(b"connection", b"close")],
+                headers=[] if is_http2(request) else [(b"connection", b"close")],
             )
         try:
             result = (handler or self._fallback)(request, **groups)
@@ -384,7 +412,7 @@ class Router(Resource):
         self.log.failure("while serving {method} {path}", failure, method=request.method,
                          path=redacted_path(request.path))
         if request.startedWriting:
-            request.loseConnection()
+            abort_response(request)
             return NOT_DONE_YET
         return respond(request, http.INTERNAL_SERVER_ERROR, "Internal server error.")
 

@@ -5,7 +5,7 @@ from rig.connections.longpoll import longpoll_preflight, serve_longpoll
 from rig.connections.sse import serve_sse
 from rig.connections.subscribe import put_subscriptions, subscriptions_preflight
 from rig.connections.ws import websocket_resource
-from rig.httputil import TEXT, cors_headers, preflight, respond
+from rig.httputil import TEXT, cors_headers, is_http2, preflight, respond
 from rig.web.examples import ExamplePages, load_pages
 from rig.web.http import RigSite, Router
 from rig.web.publish import publish_event
@@ -20,6 +20,7 @@ def events_preflight(cors, request):
 
 
 NOT_AN_UPGRADE = "This endpoint speaks WebSocket only: send an Upgrade: websocket request."
+NOT_OVER_HTTP2 = "WebSocket is served over HTTP/1.1 only: connect without HTTP/2."
 
 
 def upgrade_to_websocket(websocket, request):
@@ -27,7 +28,12 @@ def upgrade_to_websocket(websocket, request):
     to drain (the hub closes WebSockets on shutdown).
 
     A plain GET gets 426 here: autobahn would answer it with its banner page (200,
-    naming itself and its version), as if a WebSocket had been opened."""
+    naming itself and its version), as if a WebSocket had been opened. So does any
+    request over HTTP/2, which has no upgrade (and no ``Upgrade`` header)."""
+    if is_http2(request):
+        body = respond(request, 426, NOT_OVER_HTTP2, TEXT)
+        request.setResponseCode(426, b"Upgrade Required")
+        return body
     upgrade = request.getHeader(b"upgrade") or b""
     if upgrade.strip().lower() != b"websocket":
         body = respond(request, 426, NOT_AN_UPGRADE, TEXT, headers=[(b"upgrade", b"websocket")])
