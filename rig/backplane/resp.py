@@ -11,6 +11,8 @@ import collections
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 
+from rig.hub.outbox import no_delay
+
 MAX_BULK = 512 * 1024 * 1024
 _PUSHED = (b"message", b"smessage")
 _SUBSCRIBE_REPLIES = (b"subscribe", b"ssubscribe", b"unsubscribe", b"sunsubscribe")
@@ -77,6 +79,10 @@ class RespProtocol(Protocol):
         self._on_lost = on_lost
         self._buffer = bytearray()
         self._waiting = collections.deque()
+
+    def connectionMade(self):
+        # a lone PUBLISH must not wait for the server's delayed ACK (over TLS: the TCP below)
+        no_delay(getattr(self.transport, "transport", None) or self.transport)
 
     def execute(self, *parts):
         waiter = defer.Deferred()

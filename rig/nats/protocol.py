@@ -15,6 +15,8 @@ import re
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from rig.hub.outbox import no_delay
+
 # a subject: dot-separated tokens of printable characters other than space
 _SUBJECT = re.compile(r"[!-~\u0080-\U0010ffff]+")
 _QUEUE = re.compile(r"[!-~\u0080-\U0010ffff]+")
@@ -90,6 +92,9 @@ class NatsProtocol(Protocol):
         self._client = client
         self._buffer = bytearray()
         self._message = None  # (sid, subject, reply, header size, total size) awaiting its payload
+
+    def connectionMade(self):
+        no_delay(self.transport)  # a lone PUB must not wait for the server's delayed ACK
 
     def connectionLost(self, reason):
         self._client.nats_lost(self, reason)
