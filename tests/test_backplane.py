@@ -327,3 +327,34 @@ def test_resp_replies_and_pushes_split_anywhere():
     protocol.makeConnection(transport)
     protocol.dataReceived(b"?garbage\r\n")
     assert transport.disconnecting or transport.disconnected
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_node_losing_the_broker_gets_events_over_the_links_until_it_is_back(
+        make_gateway, tmp_path):
+    """The other nodes keep their broker; the one that lost it clears its flag, they send
+    to it over the links, and it returns to the broker once resubscribed."""
+    server = RedisServer(str(tmp_path))
+    await server.start()
+    server.backplane_url = f"redis://127.0.0.1:{server.port}"
+    try:
+        a, b, _c = await three_nodes(make_gateway, server)
+        client = await b.ws(query("greeting"))
+        await client.welcome()
+        b_name = b.service.cluster.node_name
+        b.service.backplane.pubsub.close()  # only b's connections to the broker go
+        await eventually(lambda: b_name not in a.service.backplane.replica.on_broker(),
+                         what="a learns that b is off the broker")
+        sends = a.service.backplane.router.link_sends
+        await a.publish(greeting("n", "over-the-links"))
+        assert (await client.next_event())["id"] == "over-the-links"
+        assert a.service.backplane.router.link_sends == sends + 1  # to b only
+        await eventually(lambda: b_name in a.service.backplane.replica.on_broker(),
+                         what="b back on the broker")
+        await a.publish(greeting("n", "through-the-broker"))
+        assert (await client.next_event())["id"] == "through-the-broker"
+        assert a.service.backplane.router.link_sends == sends + 1
+        await deferLater(reactor, 0.3)
+        assert not client.messages.pending
+    finally:
+        server.stop()
