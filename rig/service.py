@@ -391,7 +391,8 @@ class RigService(MultiService):
 
         service.backplane = Backplane(
             reactor, service.hub, pubsub, prefix=settings.cluster_backplane_prefix,
-            epoch=service.hub.history.epoch, confirm_timeout=settings.cluster_interest_timeout)
+            epoch=service.hub.history.epoch, cookie=settings.node_cookie,
+            confirm_timeout=settings.cluster_interest_timeout)
         service.backplane.setName("backplane")
         return service.backplane
 

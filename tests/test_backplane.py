@@ -122,6 +122,29 @@ async def test_events_from_every_node_reach_every_node_once_through_the_broker(
 
 
 @pytest_twisted.ensureDeferred
+async def test_messages_without_the_clusters_tag_are_dropped(make_gateway, broker):
+    nodes = await three_nodes(make_gateway, broker)
+    client = await nodes[0].ws(query("greeting"))
+    await client.welcome()
+    body = json.dumps(greeting("n", "forged")).encode()
+    channel = channel_of("rig.events.", "greeting")
+    for payload in (b"ffff.1 " + b"0" * 32 + b"\n" + body, b"ffff.2\n" + body, body):
+        if isinstance(broker, NatsServer):
+            publisher = await broker.client()
+            publisher.publish(channel, payload)
+            await publisher.flush()
+            await publisher.stopService()
+        else:
+            redis = await broker.client()
+            await redis.execute_command("SPUBLISH", channel, payload)
+            await redis.disconnect()
+    await eventually(lambda: nodes[0].service.backplane.counts["forged"] == 3,
+                     what="forgeries counted")
+    await nodes[1].publish(greeting("n", "genuine"))
+    assert (await client.next_event())["id"] == "genuine"  # and nothing before it
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_confirmation_waits_for_the_broker_to_subscribe_a_fresh_type(
         make_gateway, broker):
     a, b, c = await three_nodes(make_gateway, broker)

@@ -20,6 +20,8 @@ The switch, and what it guarantees:
   (``<epoch>.<seq>``); a receiver drops a position it has delivered already
   (:class:`RecentPositions`), and its own publications coming back from the
   broker. So an event that arrives both ways is delivered once.
+- A broker message also carries a tag keyed by ``NODE_COOKIE`` (HMAC-SHA256):
+  whoever else can publish to the broker cannot pass events off as a node's.
 - A node sets its flag only after the broker acknowledged every subscription
   it needs, and clears it as soon as its connection is lost; until its peers
   have the change they keep sending both ways, which the receiver de-duplicates.
@@ -35,6 +37,8 @@ The switch, and what it guarantees:
 """
 import binascii
 import collections
+import hashlib
+import hmac
 import re
 
 from twisted.application.internet import backoffPolicy
@@ -48,7 +52,20 @@ from rig.cluster.replicas import PartitionedReplica
 from rig.pause import Pause
 
 UP = "up"
+SUBSCRIBE_TIMEOUT = 10.0  # seconds for the broker to take every subscription after a connect
 _SAFE_TYPE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
+
+
+def message_key(cookie):
+    """The key of the backplane's message tags: anyone may be able to publish to the
+    broker, only the cluster's nodes know ``NODE_COOKIE``."""
+    secret = (cookie or "").encode("utf-8")
+    return hashlib.sha256(b"txrig backplane key\x00" + secret).digest()
+
+
+def tag(key, position, body):
+    """The tag of a backplane message: 32 hex digits of HMAC-SHA256 over position and body."""
+    return hmac.new(key, position + b"\n" + body, hashlib.sha256).hexdigest()[:32].encode("ascii")
 
 
 def channel_of(prefix, event_type):
@@ -120,10 +137,12 @@ class Backplane(Service):
     log = Logger()
 
     def __init__(self, reactor, hub, pubsub_factory, *, prefix="rig.events.", epoch,
-                 confirm_timeout=2.0, sync_interval=0.5, retry_policy=None):
+                 cookie=None, confirm_timeout=2.0, sync_interval=0.5, retry_policy=None):
         """*pubsub_factory(on_message)* makes the broker adapter
-        (:mod:`rig.backplane.brokers`); *epoch* is this node's history epoch."""
+        (:mod:`rig.backplane.brokers`); *epoch* is this node's history epoch; *cookie*
+        (``NODE_COOKIE``) keys the tag every message carries."""
         self._reactor = reactor
+        self._key = message_key(cookie)
         self._hub = hub
         self.pubsub = pubsub_factory(self._received)
         self.prefix = prefix
@@ -142,7 +161,7 @@ class Backplane(Service):
         self._channel_names = {}  # event type -> its channel
         self._loop = None
         self._pause = Pause(reactor)
-        self.counts = {"published": 0, "received": 0, "echoes": 0, "resent": 0}
+        self.counts = {"published": 0, "received": 0, "echoes": 0, "resent": 0, "forged": 0}
 
     @property
     def healthy(self):
@@ -170,7 +189,8 @@ class Backplane(Service):
         while self.running:
             try:
                 await self.pubsub.connect()
-                await self._subscribe_all()
+                subscribing = defer.ensureDeferred(self._subscribe_all())
+                await subscribing.addTimeout(SUBSCRIBE_TIMEOUT, self._reactor)
             except Exception as error:
                 self.pubsub.close()
                 self._down()
@@ -304,8 +324,10 @@ class Backplane(Service):
             if len(self._channel_names) >= 10000:
                 self._channel_names.clear()  # types are not bounded; this cache is
             channel = self._channel_names[event.type] = channel_of(self.prefix, event.type)
+        body = event.json
         try:
-            sent = self.pubsub.publish(channel, position + b"\n" + event.json)
+            sent = self.pubsub.publish(channel, position + b" " + tag(self._key, position, body)
+                                       + b"\n" + body)
         except Exception as error:  # connection gone, message over the broker's limit
             self.log.debug("Backplane publish failed: {error}", error=str(error))
             return False
@@ -321,9 +343,13 @@ class Backplane(Service):
             self.router.route_mesh(event, position)
 
     def _received(self, _channel, payload):
-        position, newline, body = payload.partition(b"\n")
-        if not newline:
-            self.log.warn("Dropped a backplane message without a position")
+        head, newline, body = payload.partition(b"\n")
+        position, _, mac = head.partition(b" ")
+        if not newline or not hmac.compare_digest(mac, tag(self._key, position, body)):
+            self.counts["forged"] += 1
+            if self.counts["forged"] % 1000 == 1:  # the first, then one line per thousand
+                self.log.warn("Dropped {count} backplane message(s) without a valid tag (not"
+                              " from a node with this NODE_COOKIE)", count=self.counts["forged"])
             return
         if position.partition(b".")[0] == self._epoch:
             self.counts["echoes"] += 1  # our own publication: delivered here already
