@@ -561,3 +561,22 @@ async def test_a_server_that_requires_tls_gets_tls(tmp_path, log_events):
         await trusted.stopService()
         await untrusted.stopService()
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_flood_of_bad_payloads_does_not_flood_the_log(make_gateway, nats_server,
+                                                            log_events):
+    gateway = await nats_gateway(make_gateway, nats_server)
+    await gateway.service.nats.flush()
+    publisher = await nats_server.client()
+    try:
+        for _ in range(2000):
+            publisher.publish("rig", b"{not json")
+        await publisher.flush()
+    finally:
+        await publisher.stopService()
+    await eventually(lambda: gateway.service.nats_source.counts["invalid"] == 2000,
+                     what="every bad message counted")
+    warnings = [event for event in log_events
+                if "Skipping a NATS message" in event.get("log_format", "")]
+    assert [event["count"] for event in warnings] == [*range(1, 11), 1000, 2000]

@@ -84,8 +84,12 @@ class NatsSource(Service):
         except (EventError, ValueError, TypeError) as error:
             self.counts["invalid"] += 1
             stats.failed += 1
-            self.log.warn("Skipping a NATS message on {subject}: {error}", subject=subject,
-                          error=str(error))
+            invalid = self.counts["invalid"]
+            if invalid <= 10 or invalid % 1000 == 0:
+                # the first ten, then one line a thousand: whoever may publish to the
+                # subject could otherwise fill the log
+                self.log.warn("Skipping a NATS message on {subject}: {error} ({count} so far)",
+                              subject=subject, error=str(error), count=self.counts["invalid"])
         else:
             self.counts["consumed"] += 1
             publish_consumed(self.hub, self._tracing, event, "nats", subject)
