@@ -83,7 +83,7 @@ class Supervised:
     """A ``twistd rig`` with ``WORKERS=2`` on free ports, systemd's notify socket
     played by the test; every process it started is killed afterwards."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, **extra_env):
         self.inbound = self.api = None  # known once ready(): the ports are picked at start
         self.notify = NotifySocket()
         self._notify_port = reactor.listenUNIXDatagram(str(tmp_path / "notify"), self.notify)
@@ -92,7 +92,7 @@ class Supervised:
             WORKERS="2", INBOUND_PORT="tcp:0:interface=127.0.0.1",
             API_HTTP_PORT="tcp:0:interface=127.0.0.1", NODE_COOKIE=COOKIE,
             NOTIFY_SOCKET=str(tmp_path / "notify"), LOG_FMT="json", LOG_LEVEL="info",
-            MAX_CONNECTIONS_PER_MINUTE="100000", SHUTDOWN_DRAIN_TIMEOUT="5")
+            MAX_CONNECTIONS_PER_MINUTE="100000", SHUTDOWN_DRAIN_TIMEOUT="5", **extra_env)
         self.process = reactor.spawnProcess(
             self.rig, TWISTD, [TWISTD, "--nodaemon", "--pidfile=", "rig"], env=env,
             path=str(tmp_path))
@@ -260,3 +260,35 @@ async def test_an_sse_client_recovers_whichever_worker_it_comes_back_to(processe
         assert [message["data"]["id"] for message in replayed] == missed
         last = replayed[-1]["id"]
     assert len(workers_seen) == 2  # it came back to both workers, and recovered on each
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_carry_events_between_them_over_a_nats_backplane(
+        processes, nats_server, tmp_path):
+    """``WORKERS=2`` with ``CLUSTER_BACKPLANE``: the workers' loopback cluster uses the
+    broker for events; clients on both workers get each event once."""
+    started = Supervised(tmp_path, CLUSTER_BACKPLANE=f"nats://{nats_server.address}")
+    try:
+        await started.ready()
+        pool = processes.pool
+
+        async def both_on_the_broker():
+            return await nats_server.subscribers("rig.events.greeting") == 2
+
+        clients = []
+        while len({worker for _, worker in clients}) < 2 and len(clients) < 40:
+            more = await connect(started.inbound, 4)  # the kernel spreads them
+            processes.clients.extend(client for client, _ in more)
+            clients += more
+        assert len({worker for _, worker in clients}) == 2
+        await wait_for(both_on_the_broker, 20, "both workers subscribed on the broker")
+        for number in range(6):
+            await publish(pool, started.inbound, greeting("n", f"w{number}"))
+        expected = [f"w{number}" for number in range(6)]
+        for client, _ in clients:
+            assert sorted([(await client.next_event())["id"] for _ in expected]) == expected
+        families = await scrape(pool, started.api)
+        published, workers = total(families, "rig_backplane_messages", outcome="published")
+        assert published == 6 and len(workers) == 2
+    finally:
+        await started.close()
