@@ -113,6 +113,40 @@ def test_the_idle_timeout_spares_a_connection_with_a_stream_open():
     assert exchange.transport.producer is None  # else TLS would wait to close
 
 
+def test_pings_or_unfinished_headers_do_not_keep_an_idle_connection_open():
+    """Idle is no stream open, whatever else the client sends: a client that trickles
+    PINGs, or a HEADERS frame whose header block never ends, is closed after the idle
+    timeout as a silent one is."""
+    exchange = Exchange()
+    for _ in range(8):  # a PING every quarter of the idle timeout
+        exchange.clock.advance(IDLE / 4)
+        exchange.client.ping(b"12345678")
+        exchange.pump()
+        if exchange.transport.disconnecting:
+            break
+    assert exchange.transport.disconnecting
+    unfinished = Exchange()
+    frame = (b"\x00\x00\x05\x01\x00\x00\x00\x00\x01"  # HEADERS, stream 1, no END_HEADERS
+             b"\x82\x86\x84\x41\x00")
+    unfinished.channel.dataReceived(unfinished.client.data_to_send() + frame)
+    unfinished.clock.advance(IDLE / 2)
+    unfinished.channel.dataReceived(b"")
+    unfinished.clock.advance(IDLE / 2 + 1)
+    assert unfinished.transport.disconnecting
+
+
+def test_the_idle_timeout_starts_again_when_the_last_stream_ends():
+    exchange = Exchange()
+    request = exchange.get()
+    exchange.clock.advance(IDLE - 1)  # the stream was open for almost a whole period
+    request.finish()
+    exchange.pump()
+    exchange.clock.advance(IDLE - 2)
+    assert not exchange.transport.disconnecting  # idle for less than the timeout
+    exchange.clock.advance(3)
+    assert exchange.transport.disconnecting
+
+
 def test_a_drain_closes_once_the_last_stream_is_over():
     exchange = Exchange()
     first, second = exchange.get(), exchange.get()

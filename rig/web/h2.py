@@ -37,6 +37,13 @@ class H2Channel(H2Connection):
         self.site.channel_closed(self)
         super().connectionLost(reason, *args, **kwargs)
 
+    def resetTimeout(self):
+        """Only a stream makes a connection busy: bytes that open none (PINGs, SETTINGS,
+        a header block that never ends) do not put the idle timeout off, so a client
+        trickling them is closed as a silent one is."""
+        if self.streams:
+            super().resetTimeout()
+
     def timeoutConnection(self):
         if self.streams and not self._closing:
             self.setTimeout(self.timeOut)  # busy: look again one idle timeout later
@@ -61,8 +68,12 @@ class H2Channel(H2Connection):
             self._close()
 
     def stream_ended(self):
-        if self._closing and not self.streams and not self._lost:
+        if self.streams or self._lost:
+            return
+        if self._closing:
             self._close()
+        else:
+            self.setTimeout(self.timeOut)  # idle from now
 
     def _close(self):
         self._lost = True  # nothing more is sent on it
