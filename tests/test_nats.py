@@ -580,3 +580,29 @@ async def test_a_flood_of_bad_payloads_does_not_flood_the_log(make_gateway, nats
     warnings = [event for event in log_events
                 if "Skipping a NATS message" in event.get("log_format", "")]
     assert [event["count"] for event in warnings] == [*range(1, 11), 1000, 2000]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_leaves_mid_request_is_forgotten(make_gateway, nats_server,
+                                                           log_events):
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.internet.protocol import Factory, Protocol
+
+    gateway = await nats_gateway(
+        make_gateway, nats_server, proxy_config=(nats_api("jobs", response_from="nats"),))
+    worker = await nats_server.client()
+    try:
+        seen = await subscribed(worker, "jobs")  # listens, never answers
+        body = json.dumps(JOB).encode()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.inbound_port)
+        client = await endpoint.connect(Factory.forProtocol(Protocol))
+        client.transport.write(b"POST /jobs HTTP/1.1\r\nHost: x\r\ncontent-type: application/json"
+                               b"\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await eventually(lambda: seen.messages, what="the request reached NATS")
+        assert gateway.service.nats.waiting == 1
+        client.transport.loseConnection()  # gone before any reply
+        await eventually(lambda: gateway.service.nats.waiting == 0,
+                         what="the waiting request dropped")
+    finally:
+        await worker.stopService()
+    assert not [event for event in log_events if event.get("log_failure")]

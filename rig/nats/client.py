@@ -140,6 +140,11 @@ class NatsClient(Service):
                 self.log.failure("NATS connection observer")
 
     @property
+    def waiting(self):
+        """Requests sent and not answered yet."""
+        return len(self._requests)
+
+    @property
     def max_payload(self):
         return int(self._info.get("max_payload") or 1024 * 1024)
 
