@@ -10,8 +10,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from rig.backplane.backplane import RecentPositions, channel_of
+from rig.backplane.backplane import channel_of
 from rig.cluster.membership import SwimConfig
+from rig.cluster.routing import RecentPositions
 from rig.settings import Settings, SettingsError
 from rig.testing import eventually as poll
 from tests.support import NatsServer, RedisServer, greeting, subs_query

@@ -18,8 +18,9 @@ The switch, and what it guarantees:
 
 - Every event a node sends carries its position in the sender's history
   (``<epoch>.<seq>``); a receiver drops a position it has delivered already
-  (:class:`RecentPositions`), and its own publications coming back from the
-  broker. So an event that arrives both ways is delivered once.
+  (:class:`rig.cluster.routing.RecentPositions`), and its own publications
+  coming back from the broker. So an event that arrives both ways is
+  delivered once.
 - A broker message also carries a tag keyed by ``NODE_COOKIE`` (HMAC-SHA256):
   whoever else can publish to the broker cannot pass events off as a node's.
 - A node sets its flag only after the broker acknowledged every subscription
@@ -104,33 +105,6 @@ class BackplaneReplica(PartitionedReplica):
     def member_gone(self, member):
         self._on_broker = None
         super().member_gone(member)
-
-
-class RecentPositions:
-    """The positions delivered lately, per sending node (a bounded number each, for a
-    bounded number of senders: a restarted node is a new sender)."""
-
-    def __init__(self, per_origin=8192, max_origins=256):
-        self._per_origin = per_origin
-        self._max_origins = max_origins
-        self._seen = {}  # epoch -> {seq text: None}, in arrival order
-
-    def first_time(self, position):
-        """True the first time *position* (``b"<epoch>.<seq>"`` or text) is offered."""
-        if isinstance(position, bytes):
-            position = position.decode("ascii", "replace")
-        epoch, _, seq = position.rpartition(".")
-        seen = self._seen.get(epoch)
-        if seen is None:
-            if len(self._seen) >= self._max_origins:
-                del self._seen[next(iter(self._seen))]
-            seen = self._seen[epoch] = {}
-        elif seq in seen:
-            return False
-        seen[seq] = None
-        if len(seen) > self._per_origin:
-            del seen[next(iter(seen))]
-        return True
 
 
 class Backplane(Service):

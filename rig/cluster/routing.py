@@ -13,12 +13,38 @@ import collections
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rig.backplane.backplane import RecentPositions
 from rig.cluster.delegate import IClusterPart
 from rig.cluster.membership import ALIVE, SUSPECT
 from rig.events import EventError, parse_structured
 
 EVENT = "rig.event"
+
+
+class RecentPositions:
+    """The positions delivered lately, per sending node (a bounded number each, for a
+    bounded number of senders: a restarted node is a new sender)."""
+
+    def __init__(self, per_origin=8192, max_origins=256):
+        self._per_origin = per_origin
+        self._max_origins = max_origins
+        self._seen = {}  # epoch -> {seq text: None}, in arrival order
+
+    def first_time(self, position):
+        """True the first time *position* (``b"<epoch>.<seq>"`` or text) is offered."""
+        if isinstance(position, bytes):
+            position = position.decode("ascii", "replace")
+        epoch, _, seq = position.rpartition(".")
+        seen = self._seen.get(epoch)
+        if seen is None:
+            if len(self._seen) >= self._max_origins:
+                del self._seen[next(iter(self._seen))]
+            seen = self._seen[epoch] = {}
+        elif seq in seen:
+            return False
+        seen[seq] = None
+        if len(seen) > self._per_origin:
+            del seen[next(iter(seen))]
+        return True
 
 
 @implementer(IClusterPart)
@@ -34,7 +60,8 @@ class EventRouter:
         self.backplane = backplane  # CLUSTER_BACKPLANE: a broker carries the events
         if backplane is not None:
             backplane.router = self
-        self.recent = RecentPositions()  # what arrived: each position is delivered once
+        # with a backplane an event may come both ways: each position is delivered once
+        self.recent = RecentPositions() if backplane is not None else None
         self.link_sends = 0  # event messages sent over the cluster links
 
     def attach(self, cluster):
@@ -103,7 +130,8 @@ class EventRouter:
     def receive(self, body, position, origin="the backplane"):
         """An event another node published (over a link or through the backplane):
         delivered here unless its position was delivered already."""
-        if position is not None and not self.recent.first_time(position):
+        recent = self.recent
+        if recent is not None and position is not None and not recent.first_time(position):
             return
         try:
             event = parse_structured(body)

@@ -222,7 +222,8 @@ class BackplaneCollector:
         yield up
         messages = CounterMetricFamily(
             "rig_backplane_messages", "Backplane messages by what happened: published,"
-            " received, echoes (this node's own, dropped), resent (over the mesh).",
+            " received, echoes (this node's own, dropped), resent (over the mesh), forged"
+            " (without a valid NODE_COOKIE tag, dropped).",
             labels=["outcome"])
         for outcome, count in backplane.counts.items():
             messages.add_metric([outcome], count)
