@@ -98,6 +98,44 @@ def test_publish_frames_once_per_transport_kind():
     assert hub.publish(parse_structured(b'{"specversion":"0.2","type":"other","id":"2"}')) == 0
 
 
+
+def test_publish_frames_only_the_kinds_it_reaches_as_connections_come_and_go():
+    """The hub groups targets by kind from sets it keeps as connections subscribe and
+    leave: a kind with no target is never framed, and one that left is forgotten."""
+    from rig.subscriptions.model import Subscription
+
+    clock, hub = make_hub()
+    framed = []
+
+    def framer_of(name):
+        def framer(ev, seq):
+            framed.append(name)
+            return name.encode()
+        return framer
+
+    ws_framer = framer_of("ws")  # one function per kind, as the transports have
+    ws = [FakeConnection(hub, ws_framer) for _ in range(2)]
+    sse = FakeConnection(hub, framer_of("sse"))
+    for connection in ws:
+        hub.register(connection, [Subscription("greeting")])
+    hub.register(sse, [Subscription("other")])
+    assert hub.publish(event("1")) == 2
+    assert framed == ["ws"]  # the SSE kind has no target: not framed
+    hub.unregister(ws[0])
+    hub.set_subscriptions(sse, [Subscription("greeting")])
+    assert hub.publish(event("2")) == 2
+    assert sorted(framed[1:]) == ["sse", "ws"]
+    hub.unregister(ws[1])
+    assert hub.publish(event("3")) == 1  # one kind left: framed once, for it
+    assert framed[3:] == ["sse"]
+    clock.advance(0)
+    assert [f for f in ws[0].frames if isinstance(f, bytes)] == [b"ws"]  # before it left
+    # one write per connection for the turn's frames
+    assert [f for f in ws[1].frames if isinstance(f, bytes)] == [b"wsws"]
+    assert [f for f in sse.frames if isinstance(f, bytes)] == [b"ssesse"]
+    hub.unregister(sse)
+    assert hub.publish(event("4")) == 0
+
 def test_rate_limit_window_resets_each_minute():
     clock = Clock()
     clock.advance(120)

@@ -97,6 +97,9 @@ class Hub:
         self.connections = {}  # local id -> connection (IConnection)
         self._records = {}  # local id -> ConnectionRecord: the hub's own bookkeeping
         self.sessions = {}  # session id -> set of local connections
+        # framer -> the subscribed connections using it: a publish groups its targets
+        # by kind with set intersections, not with a Python step per connection
+        self._by_framer = {}
         self._ids = itertools.count(1)
         self.history = history if history is not None else History(reactor)
         self._heartbeat = LoopingCall(self._beat)
@@ -250,6 +253,7 @@ class Hub:
         self.stats.connections[known.kind] -= 1
         record = self._records.pop(connection.local_id, None) or ConnectionRecord()
         self.index.remove(connection)
+        self._forget_framer(connection)
         self.history.linger({s.event_type for s in record.subscriptions})
         for session in record.sessions or ():
             members = self.sessions.get(session)
@@ -262,6 +266,14 @@ class Hub:
             record.expiry_call = None
             if call.active():
                 call.cancel()
+
+    def _forget_framer(self, connection):
+        framer = connection.framer
+        members = self._by_framer.get(framer)
+        if members is not None:
+            members.discard(connection)
+            if not members:
+                del self._by_framer[framer]
 
     def subscriptions_of(self, connection: IConnection) -> tuple[Subscription, ...]:
         """The subscriptions a live connection has (none while its confirmation waits)."""
@@ -284,6 +296,11 @@ class Hub:
     def _subscribe(self, connection, subscriptions):
         self._records[connection.local_id].subscriptions = tuple(subscriptions)
         self.index.set(connection, subscriptions)
+        members = self._by_framer.get(connection.framer)
+        if members is None:
+            self._by_framer[connection.framer] = {connection}
+        else:
+            members.add(connection)
         self._send_welcome(connection, rig_event(
             "rig.subscriptions_set",
             [subscription.to_json() for subscription in subscriptions],
@@ -367,17 +384,17 @@ class Hub:
         targets = self.index.match(event)
         if not targets:
             return 0
-        by_framer: dict = {}
-        for connection in targets:
-            framer = connection.framer
-            group = by_framer.get(framer)
-            if group is None:
-                by_framer[framer] = [connection]
-            else:
-                group.append(connection)
         broadcast = self.outbox.broadcast
-        for framer, group in by_framer.items():
-            broadcast(framer(event, position), group)
+        by_framer = self._by_framer
+        if len(by_framer) == 1:  # one kind of connection (the common case): no grouping
+            for framer in by_framer:
+                broadcast(framer(event, position), targets)
+        else:
+            wanted = set(targets)
+            for framer, members in by_framer.items():
+                group = members & wanted  # iterates the smaller of the two, in C
+                if group:
+                    broadcast(framer(event, position), group)
         count = len(targets)
         self.stats.deliveries += count  # once per event, never per connection
         return count
