@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from rig.auth.blacklist import Blacklist
+from rig.auth.hmac_fast import HmacFastPath
 from rig.auth.jwt import (
     ALGORITHMS,
     MAX_TOKEN_BYTES,
@@ -720,3 +721,114 @@ def test_check_settings_default_to_no_check():
 def test_nan_is_not_a_valid_json_number_for_python_either():
     # Guard for test_nan_exp_is_rejected: the payload really decodes to NaN.
     assert math.isnan(json.loads('{"exp": NaN}')["exp"])
+
+
+# The fast path for plain HS* tokens (rig/auth/hmac_fast.py): never a verdict of its own
+
+
+def pyjwt_claims(token, algorithm, secret):
+    """PyJWT's own answer: the claims, or None where it raises."""
+    try:
+        result = jwt.decode(token, secret.encode("utf-8"), algorithms=[algorithm], options={
+            "verify_exp": False, "verify_nbf": False, "verify_iat": False})
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def signed(secret, header, payload_bytes, algorithm="HS256"):
+    signing_input = f"{b64(json.dumps(header))}.{b64(payload_bytes)}"
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+    signature = hmac.new(secret.encode("utf-8"), signing_input.encode("ascii"),
+                         digest[algorithm]).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+MUTATIONS = st.sampled_from([
+    lambda t: t, lambda t: t + "=", lambda t: t + "==", lambda t: t + ".",
+    lambda t: t + ".e30", lambda t: "e30." + t, lambda t: t[:-1],
+    lambda t: t[:-1] + ("B" if t[-1] != "B" else "C"), lambda t: t.replace(".", "=.", 1),
+    lambda t: t.replace(".", "..", 1), lambda t: t.upper(), lambda t: " " + t,
+])
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=400)
+@given(
+    HEADER_EXTRAS,
+    PAYLOAD | st.binary(max_size=20).map(lambda raw: raw.decode("latin-1")),
+    st.tuples(  # the configured algorithm, the header's, the signing secret
+        st.sampled_from(["HS256", "HS384", "HS512"]),
+        st.sampled_from(["HS256", "HS384", "HS512", "none", "RS256", None]),
+        st.sampled_from([SECRET, SECRET_OTHER]),
+    ),
+    MUTATIONS,
+)
+def test_the_hmac_fast_path_accepts_only_what_pyjwt_accepts_with_the_same_claims(
+        extras, payload, signing, mutate):
+    configured, header_alg, secret = signing
+    header = {**extras, **({} if header_alg is None else {"alg": header_alg})}
+    payload_bytes = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+    token = mutate(signed(secret, header, payload_bytes, configured))
+    fast = HmacFastPath(configured, SECRET.encode("utf-8")).claims(token)
+    if fast is not None:
+        assert fast == pyjwt_claims(token, configured, SECRET)
+        assert secret == SECRET and header_alg == configured
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "HS384", "HS512"])
+@pytest.mark.parametrize("header", [{"alg": None, "typ": "JWT"}, {"alg": None},
+                                    {"alg": None, "kid": "k1", "typ": "JWT", "cty": "x"}])
+def test_plain_tokens_take_the_hmac_fast_path(algorithm, header):
+    header = {**header, "alg": algorithm}
+    payload = claims(jti="j1", user={"id": 7}, subscriptions=[{"eventType": "a"}])
+    token = jwt.encode(payload, SECRET, algorithm=algorithm, headers=header)
+    assert HmacFastPath(algorithm, SECRET.encode()).claims(token) == payload
+    assert HmacFastPath(algorithm, SECRET_OTHER.encode()).claims(token) is None
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=200)
+@given(HEADER_EXTRAS, PAYLOAD, st.sampled_from([SECRET, SECRET_OTHER]), MUTATIONS)
+def test_validators_with_and_without_the_fast_path_agree_on_claims_and_reasons(
+        extras, payload, secret, mutate):
+    token = mutate(signed(secret, {**extras, "alg": "HS256"}, json.dumps(payload).encode()))
+    fast, slow = hs_validator(), hs_validator()
+    assert fast._fast is not None
+    slow._fast = None
+
+    def outcome(validator):
+        try:
+            return validator.claims(token)
+        except InvalidJWT as error:
+            return f"InvalidJWT: {error}"
+
+    assert outcome(fast) == outcome(slow)
+
+
+def non_canonical(segment):
+    """*segment* with the unused low bits of its last character set: the same bytes to a
+    lenient decoder, and no longer the one encoding PyJWT accepts."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused = {2: 0b1111, 3: 0b11}[len(segment) % 4]
+    return segment[:-1] + alphabet[alphabet.index(segment[-1]) | unused]
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_a_segment_in_a_non_canonical_encoding_is_left_to_pyjwt_which_refuses_it(which):
+    # a padding claim makes the mutated segment's length 2 or 3 mod 4 (unused bits)
+    parts = next(
+        parts for extra in ("", "x", "xy")
+        for parts in [[b64(json.dumps({"alg": "HS256", "kid": extra})),
+                       b64(json.dumps(claims(n=extra)))]]
+        if which == 2 or len(parts[which]) % 4 in (2, 3)
+    )
+    if which < 2:
+        parts[which] = non_canonical(parts[which])
+    signing_input = ".".join(parts)
+    signature = b64(hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest())
+    if which == 2:
+        signature = non_canonical(signature)  # 43 characters: 3 mod 4
+    token = f"{signing_input}.{signature}"
+    segment = token.split(".")[which]
+    assert b64(base64.urlsafe_b64decode(segment + "==")) != segment  # the same bytes, leniently
+    assert HmacFastPath("HS256", SECRET.encode()).claims(token) is None
+    assert pyjwt_claims(token, "HS256", SECRET) is None

@@ -14,6 +14,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from rig.auth.hmac_fast import HmacFastPath
 from rig.subscriptions.pointer import MISSING, resolve
 
 SYMMETRIC = ("HS256", "HS384", "HS512")
@@ -91,6 +92,9 @@ class JWTValidator:
         self._blacklist = blacklist if blacklist is not None else frozenset()
         self.session_pointer = session_pointer
         self._leeway = leeway
+        self._fast = None  # a plain HS* token with the static key skips PyJWT's slow path
+        if jwks is None and algorithm in SYMMETRIC and isinstance(key, bytes):
+            self._fast = HmacFastPath(algorithm, key).claims
 
     def claims(self, token):
         if not isinstance(token, str) or not token:
@@ -99,6 +103,15 @@ class JWTValidator:
             raise InvalidJWT("not a token: non-ASCII characters")
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidJWT(f"not a token: longer than {MAX_TOKEN_BYTES} bytes")
+        claims = self._fast(token) if self._fast is not None else None
+        if claims is None:
+            claims = self._verified(token)
+        self._check_times(claims)
+        self._check_blacklist(claims)
+        return claims
+
+    def _verified(self, token):
+        """PyJWT's verdict: the claims, or InvalidJWT with RIG's reason."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -115,8 +128,6 @@ class JWTValidator:
             raise InvalidJWT("Could not verify token") from None
         if not isinstance(claims, dict):
             raise InvalidJWT("Could not verify token")
-        self._check_times(claims)
-        self._check_blacklist(claims)
         return claims
 
     def session_of(self, claims):
