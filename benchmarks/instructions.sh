@@ -3,6 +3,9 @@
 #
 #   benchmarks/instructions.sh proxy  [N] [HEADER]   # N keep-alive proxied GETs (default 2000)
 #   benchmarks/instructions.sh fanout                # 200 WS subscribers, 20 ev/s for 10 s
+#   benchmarks/instructions.sh connect [N] [ARGS]    # N connects, each closed once live
+#                                                    # (connect_rate.py ARGS: --transport ws,
+#                                                    # --jwt-secret benchsecret; default 2000 SSE)
 #   PYTHONPATH=/tmp/old benchmarks/instructions.sh proxy   # another checkout's gateway
 #   NATS_SERVERS=127.0.0.1:4222 FANOUT_ARGS="--publish-nats 127.0.0.1:4222" \
 #       benchmarks/instructions.sh fanout        # events from NATS instead of HTTP POSTs
@@ -26,6 +29,7 @@ pids=()
 trap 'kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$WORK"' EXIT
 export INBOUND_PORT="tcp:4300:interface=127.0.0.1" API_HTTP_PORT="tcp:4310:interface=127.0.0.1"
 export LOG_LEVEL=warn MAX_CONNECTIONS_PER_MINUTE=1000000 DASHBOARD_ENABLED=false
+[ "$CASE" = connect ] && export JWT_SECRET_KEY=${JWT_SECRET_KEY:-benchsecret}
 if [ "$CASE" = proxy ]; then
     nginx_conf "$WORK" 5050 >"$WORK/nginx.conf"
     "$(command -v nginx || echo /usr/sbin/nginx)" -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!)
@@ -43,6 +47,14 @@ if [ "$CASE" = proxy ]; then
     callgrind_control -z "$gateway" >/dev/null 2>&1
     "$BIN/python" "$HERE/keepalive_get.py" 4300 /hello "$N" "$HEADER"
     work=$N
+elif [ "$CASE" = connect ]; then
+    # shellcheck disable=SC2086  # HEADER holds connect_rate.py's arguments here
+    "$BIN/python" "$HERE/connect_rate.py" --url http://127.0.0.1:4300 --count 100 $HEADER >/dev/null
+    callgrind_control -z "$gateway" >/dev/null 2>&1
+    # shellcheck disable=SC2086
+    "$BIN/python" "$HERE/connect_rate.py" --url http://127.0.0.1:4300 --count "$N" $HEADER \
+        >"$WORK/connect.json"
+    work=$N
 else
     callgrind_control -z "$gateway" >/dev/null 2>&1
     "$BIN/python" "$HERE/fanout.py" --url http://127.0.0.1:4300 --ws 200 --rate 20 \
@@ -52,5 +64,5 @@ fi
 callgrind_control -d "$gateway" >/dev/null 2>&1
 sleep 1
 total=$(grep -h "^summary:\|^totals:" "$WORK"/cg.out.* | head -1 | awk '{print $2}')
-unit=$([ "$CASE" = proxy ] && echo request || echo delivery)
+unit=$(case "$CASE" in proxy) echo request;; connect) echo connection;; *) echo delivery;; esac)
 echo "$CASE ${PYTHONPATH:+PYTHONPATH=$PYTHONPATH }instructions=$total per_$unit=$((total / work))"

@@ -28,6 +28,11 @@ def _finite_float(text):
     return value
 
 
+# the decoder is immutable configuration, made once: json.loads with these arguments
+# would build a new one for every call
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def loads(data, max_depth=MAX_DEPTH):
     """Decode *data* (str, or UTF-8 bytes); JSONInputError saying why it is not acceptable."""
     if isinstance(data, bytes | bytearray):
@@ -36,7 +41,7 @@ def loads(data, max_depth=MAX_DEPTH):
         except UnicodeDecodeError:
             raise JSONInputError("it is not valid UTF-8") from None
     try:
-        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _DECODER.decode(data)
     except JSONInputError:
         raise
     except json.JSONDecodeError as error:
@@ -47,7 +52,8 @@ def loads(data, max_depth=MAX_DEPTH):
         raise JSONInputError("nested too deeply") from None
     except ValueError as error:  # e.g. an integer of more than 4300 digits
         raise JSONInputError(str(error).split("; ")[0]) from None
-    if not within_depth(value, max_depth):
+    # a document with no more brackets than the limit cannot nest deeper (no walk needed)
+    if data.count("[") + data.count("{") > max_depth and not within_depth(value, max_depth):
         raise JSONInputError(f"nested too deeply (more than {max_depth} levels)")
     return value
 

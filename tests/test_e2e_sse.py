@@ -173,3 +173,16 @@ def test_the_response_head_goes_out_with_the_first_frame_in_one_write():
     assert (transport.writes, transport.value()) == (1, b"HTTP/1.1 200 OK\r\n\r\ndata: 1\n\n")
     connection.write_frame(b"data: 2\n\n")
     assert transport.value().endswith(b"\n\ndata: 2\n\n") and transport.writes == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_inbound_connection_has_nagle_off(gateway):
+    """A frame held back by Nagle would wait for the client's delayed ACK (up to 40 ms)."""
+    import socket
+
+    client = await gateway.sse()
+    await client.welcome()
+    site = gateway.service.getServiceNamed("inbound").factory
+    (channel,) = site._channels
+    handle = channel.transport.getHandle()
+    assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -1,4 +1,6 @@
 """HTTPS and WSS end to end (spec Part B 1.1): real TLS clients trusting a test certificate."""
+import socket
+
 import pytest
 import pytest_twisted
 import treq
@@ -149,6 +151,10 @@ async def test_sse_over_tls_receives_a_published_event(make_gateway, cert):
     assert handle.get_protocol_version_name() in ("TLSv1.2", "TLSv1.3")
     _token, subscriptions = await client.welcome()
     assert subscriptions == [{"eventType": "greeting", "oneOf": []}]
+    tls_factory = gateway.service.getServiceNamed("inbound_https").factory
+    (channel,) = tls_factory.wrappedFactory._channels
+    raw = channel.transport.transport.getHandle()  # the TCP socket under TLS: Nagle off
+    assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     await gateway.publish(greeting("alice", "tls-1"))
     event = await client.next_event()
     assert (event["id"], event["data"]) == ("tls-1", {"name": "alice"})

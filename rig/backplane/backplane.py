@@ -66,7 +66,7 @@ def message_key(cookie):
 
 def tag(key, position, body):
     """The tag of a backplane message: 32 hex digits of HMAC-SHA256 over position and body."""
-    return hmac.new(key, position + b"\n" + body, hashlib.sha256).hexdigest()[:32].encode("ascii")
+    return hmac.digest(key, position + b"\n" + body, "sha256").hex()[:32].encode("ascii")
 
 
 def channel_of(prefix, event_type):

@@ -80,4 +80,4 @@ class TokenCodec:
         return ref.node == self.node and ref.boot_id == self.boot_id
 
     def _tag(self, payload):
-        return hmac.new(self.key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
+        return hmac.digest(self.key, payload, "sha256")[:_TAG_BYTES]

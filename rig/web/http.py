@@ -13,7 +13,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from rig.httputil import abort_response, client_gone, is_http2, redacted_path, respond
-from rig.hub.outbox import no_delay, write_now
+from rig.hub.outbox import write_now
 from rig.web.h2 import take_over
 
 _REQUEST_LINE = re.compile(rb"[A-Z]{3,10} ")
@@ -167,8 +167,7 @@ class RigChannel(http.HTTPChannel):
         return self._secure
 
     def connectionMade(self):
-        super().connectionMade()
-        no_delay(self.transport)
+        super().connectionMade()  # turns Nagle off on TCP (and under TLS), once
         self.site.channel_opened(self)
 
     def handshakeCompleted(self):
