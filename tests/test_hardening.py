@@ -398,3 +398,38 @@ async def test_an_error_quoting_a_lone_surrogate_is_still_a_400(gateway, log_eve
     assert response.code == 400
     assert "\\ud800" in await within(response.text())
     assert failures(log_events) == []
+
+
+@pytest.mark.parametrize("headers, status", [
+    ("Sec-WebSocket-Version: 13\r\n", b"400"),  # no key
+    ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n", b"400"),
+    ("Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n", b"400"),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_bad_websocket_upgrade_is_answered_and_closed_at_once(gateway, headers, status):
+    """The handshake completes or fails within the call that starts it (there is no
+    open-handshake timer to wait for): the client gets an error and a closed socket."""
+    from twisted.internet import defer, protocol, reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    class Client(protocol.Protocol):
+        def __init__(self):
+            self.received = b""
+            self.closed = defer.Deferred()
+
+        def connectionMade(self):
+            self.transport.write(
+                ("GET /_rig/v1/connection/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\n{headers}\r\n").encode())
+
+        def dataReceived(self, data):
+            self.received += data
+
+        def connectionLost(self, reason):
+            self.closed.callback(None)
+
+    client = Client()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.inbound_port), client)
+    await within(client.closed, 3)
+    assert client.received.split(b" ", 2)[1] == status
+    assert gateway.hub.connections == {}

@@ -69,7 +69,14 @@ def _with_idle_defaults(cls):
 
 class _NoDebugLogger(Logger):
     """autobahn logs the raw opening handshake at debug level, ``?jwt=`` and all;
-    a client's token must never reach the logs, so its debug events are dropped."""
+    a client's token must never reach the logs, so its debug events are dropped.
+
+    One logger serves every connection: a Logger class attribute is a descriptor that
+    makes a new Logger on every ``self.log``, and autobahn reads it several times in
+    each handshake."""
+
+    def __get__(self, instance, owner=None):
+        return self
 
     def debug(self, format=None, **kwargs):
         pass
@@ -80,7 +87,7 @@ class _NoDebugLogger(Logger):
 class RigWebSocketProtocol(WebSocketServerProtocol):
     kind = "ws"
     framer = staticmethod(ws_frame)
-    log = _NoDebugLogger()
+    log = _NoDebugLogger("rig.connections.ws.RigWebSocketProtocol")
 
     local_id = None
     token = None
@@ -220,6 +227,10 @@ class RigWebSocketFactory(WebSocketServerFactory):
         self.hub = hub
         self.setProtocolOptions(
             autoPingInterval=0,  # the hub pings every connection from one timer
+            # twisted.web hands over the whole request head (its own head timeout bounds
+            # a slow one), so the handshake completes within the call that starts it: a
+            # timer set and cancelled for every connection would guard nothing
+            openHandshakeTimeout=0,
             maxFramePayloadSize=65536,
             maxMessagePayloadSize=65536,
             perMessageCompressionAccept=_no_compression,
