@@ -7,6 +7,7 @@
 #                                                    # (connect_rate.py ARGS: --transport ws,
 #                                                    # --jwt-secret benchsecret; default 2000 SSE)
 #   PYTHONPATH=/tmp/old benchmarks/instructions.sh proxy   # another checkout's gateway
+#   KEEP=/tmp/prof benchmarks/instructions.sh fanout   # keep the profile for callgrind_annotate
 #   NATS_SERVERS=127.0.0.1:4222 FANOUT_ARGS="--publish-nats 127.0.0.1:4222" \
 #       benchmarks/instructions.sh fanout        # events from NATS instead of HTTP POSTs
 #
@@ -26,7 +27,8 @@ N=${2:-2000}
 HEADER=${3:-}
 WORK=$(mktemp -d)
 pids=()
-trap 'kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$WORK"' EXIT
+# TERM, not KILL: a killed nginx master leaves its worker holding the port (and stdout)
+trap 'kill "${pids[@]}" 2>/dev/null; sleep 0.2; kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$WORK"' EXIT
 export INBOUND_PORT="tcp:4300:interface=127.0.0.1" API_HTTP_PORT="tcp:4310:interface=127.0.0.1"
 export LOG_LEVEL=warn MAX_CONNECTIONS_PER_MINUTE=1000000 DASHBOARD_ENABLED=false
 [ "$CASE" = connect ] && export JWT_SECRET_KEY=${JWT_SECRET_KEY:-benchsecret}
@@ -64,5 +66,7 @@ fi
 callgrind_control -d "$gateway" >/dev/null 2>&1
 sleep 1
 total=$(grep -h "^summary:\|^totals:" "$WORK"/cg.out.* | head -1 | awk '{print $2}')
+# KEEP=DIR keeps the profile, for callgrind_annotate --inclusive=yes DIR/cg.out.*
+[ -z "${KEEP:-}" ] || cp "$WORK"/cg.out.* "$KEEP"/
 unit=$(case "$CASE" in proxy) echo request;; connect) echo connection;; *) echo delivery;; esac)
 echo "$CASE ${PYTHONPATH:+PYTHONPATH=$PYTHONPATH }instructions=$total per_$unit=$((total / work))"
