@@ -296,11 +296,7 @@ class Hub:
     def _subscribe(self, connection, subscriptions):
         self._records[connection.local_id].subscriptions = tuple(subscriptions)
         self.index.set(connection, subscriptions)
-        members = self._by_framer.get(connection.framer)
-        if members is None:
-            self._by_framer[connection.framer] = {connection}
-        else:
-            members.add(connection)
+        self._by_framer.setdefault(connection.framer, set()).add(connection)
         self._send_welcome(connection, rig_event(
             "rig.subscriptions_set",
             [subscription.to_json() for subscription in subscriptions],
