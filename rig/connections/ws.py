@@ -99,6 +99,16 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     def __repr__(self):
         return f"<WebSocketConnection {self.local_id}>"
 
+    def sendData(self, data, sync=False, chopsize=None):
+        """autobahn's own writes (the 101 answer, close frames; deliveries never come
+        here) go straight to the socket when nothing waits before them: a buffered
+        write cost every connection two poller calls and a reactor turn, and autobahn
+        formats a debug line for each."""
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)
+        else:
+            write_now(self.transport, data)
+
     # -- autobahn callbacks ---------------------------------------------
 
     def onConnect(self, request):
