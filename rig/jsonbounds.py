@@ -33,6 +33,12 @@ def _finite_float(text):
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+def _syntax_error(error):
+    invalid = JSONInputError(str(error))
+    invalid.msg, invalid.lineno, invalid.colno = error.msg, error.lineno, error.colno
+    return invalid
+
+
 def loads(data, max_depth=MAX_DEPTH):
     """Decode *data* (str, or UTF-8 bytes); JSONInputError saying why it is not acceptable."""
     if isinstance(data, bytes | bytearray):
@@ -45,9 +51,10 @@ def loads(data, max_depth=MAX_DEPTH):
     except JSONInputError:
         raise
     except json.JSONDecodeError as error:
-        invalid = JSONInputError(str(error))
-        invalid.msg, invalid.lineno, invalid.colno = error.msg, error.lineno, error.colno
-        raise invalid from None
+        # made elsewhere: an exception held in a local of this frame, which its traceback
+        # holds, would be a reference cycle left for the garbage collector, at every
+        # malformed document
+        raise _syntax_error(error) from None
     except RecursionError:
         raise JSONInputError("nested too deeply") from None
     except ValueError as error:  # e.g. an integer of more than 4300 digits

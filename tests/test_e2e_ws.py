@@ -1,7 +1,12 @@
 """WebSocket end to end: real listener, autobahn client."""
-import pytest_twisted
+import gc
 
-from rig.connections.ws import NO_TWO_WAY
+import pytest_twisted
+from twisted.internet import reactor
+
+from rig.connections.ws import NO_TWO_WAY, RigWebSocketProtocol
+from rig.testing import eventually
+from rig.web.http import BoundedRequest, RigChannel
 from rig.web.inbound import NOT_AN_UPGRADE
 from tests.support import RawHTTPClient, greeting, subs_query, within
 
@@ -106,3 +111,39 @@ async def test_a_plain_get_is_told_to_upgrade(gateway):
     await within(raw.complete)
     assert raw.body == NOT_AN_UPGRADE.encode()
     assert len(gateway.hub.connections) == 0
+
+
+def _left_of(gateway):
+    """What is still in memory of *gateway*'s WebSockets: their protocols, and the HTTP
+    channels and requests that asked for the upgrades."""
+    site = gateway.service.getServiceNamed("inbound").factory
+    return [obj for obj in gc.get_objects()
+            if (isinstance(obj, RigWebSocketProtocol) and obj.factory.hub is gateway.hub)
+            or (isinstance(obj, RigChannel) and obj.site is site)
+            or (isinstance(obj, BoundedRequest) and obj.channel is not None
+                and obj.channel.site is site)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_closed_websocket_is_freed_at_once_without_the_garbage_collector(gateway):
+    """A WebSocket's HTTP channel and request go once it is open, and the protocol once it
+    closes, by reference counting. Before, the transport (the channel was its producer)
+    kept the channel and its request for the connection's life, the channel's head timer
+    for 30 s more, and they, and the protocol (autobahn fires ``is_closed`` with the
+    protocol itself), formed reference cycles that survived into the collector's older
+    generations, at every connect."""
+    gc.collect()
+    gc.disable()
+    try:
+        closed_by_server = await gateway.ws("?subscriptions=" + subs_query(ALICE))
+        aborted_by_client = await gateway.ws()
+        await closed_by_server.welcome()
+        await aborted_by_client.welcome()
+        assert len(_left_of(gateway)) == 2  # the two protocols: the channels are gone
+        closed_by_server.send_text("hello")
+        assert (await closed_by_server.close_info())[0] == 1000
+        aborted_by_client.disconnect()
+        await eventually(reactor, lambda: not gateway.hub.connections, 5, "both closed")
+        await eventually(reactor, lambda: not _left_of(gateway), 2, "their objects freed")
+    finally:
+        gc.enable()

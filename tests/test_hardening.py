@@ -1,4 +1,5 @@
 """Hostile input (issue 13): a clear 4xx or a clean close, never a 500, a hang or a traceback."""
+import gc
 import json
 from urllib.parse import quote
 
@@ -31,6 +32,20 @@ def test_bounded_json_decoding():
     assert within_depth(json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH))
     assert not within_depth(json.loads("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)))
     assert loads("1" * 4000) == int("1" * 4000)  # big, but a number: the use decides
+
+
+def test_refused_json_leaves_no_garbage_for_the_collector():
+    """Refusing a document makes no reference cycle (an exception held by a frame of its
+    own traceback): a flood of malformed subscriptions would otherwise feed the collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        for text in (DEEP, "[1e999]", "NaN", b"\xff", "1" * 5000, "{", "can't"):
+            with pytest.raises(JSONInputError):
+                loads(text)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 @pytest_twisted.ensureDeferred

@@ -10,7 +10,7 @@ from types import FunctionType
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -174,6 +174,15 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         if self.local_id is not None:
             self.factory.hub.unregister(self)
+
+    def connectionLost(self, reason):
+        """autobahn fires ``is_closed`` with the connection itself: a reference cycle
+        that only the garbage collector would free (it made every WebSocket survive
+        into the older generations). Once fired, a Deferred fired with None serves
+        ``close()`` as well."""
+        super().connectionLost(reason)
+        if self.is_closed.called:
+            self.is_closed = succeed(None)
 
     # -- hub connection --------------------------------------------------
 

@@ -92,9 +92,7 @@ def take_over(channel):
     becomes the protocol the TLS layer delivers to.
     """
     transport, site = channel.transport, channel.site
-    transport.unregisterProducer()
-    channel.setTimeout(None)
-    site.channel_closed(channel)
+    channel.let_go(transport)
     successor = H2Channel(site)
     transport.wrappedProtocol = successor
     successor.makeConnection(transport)

@@ -173,8 +173,21 @@ class RigChannel(http.HTTPChannel):
     def handshakeCompleted(self):
         """TLS is up (the TLS layer calls this before any request byte arrives)."""
         if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
-            self._cancel_head_timer()
             take_over(self)
+
+    def let_go(self, transport):
+        """*transport*, this channel's connection, now belongs to another protocol (a
+        WebSocket, HTTP/2): the channel is no longer its producer, no timer of the
+        channel may fire on it, and the site no longer drains it. Each of these held
+        the channel and the request that asked for the upgrade for as long as it
+        lasted; with them gone, so are the channel and the request (they refer to each
+        other, so the request is forgotten first: only the garbage collector would
+        free a cycle)."""
+        transport.unregisterProducer()
+        self._cancel_head_timer()
+        self.setTimeout(None)
+        self.requests = []
+        self.site.channel_closed(self)
 
     def connectionLost(self, reason):
         self._cancel_head_timer()

@@ -40,9 +40,10 @@ def upgrade_to_websocket(websocket, request):
         request.setResponseCode(426, b"Upgrade Required")  # a phrase Twisted does not know
         return body
     channel = request.channel
+    transport = channel.transport
     result = websocket.render(request)
-    if channel.transport is None:
-        channel.site.channel_closed(channel)
+    if channel.transport is None:  # taken over
+        channel.let_go(transport)
     return result
 
 
