@@ -17,14 +17,16 @@ one-sentence response body; nothing else is raised.
 import base64
 import binascii
 import datetime
+import functools
 import json
+import math
 import re
 from collections.abc import Mapping
 from random import getrandbits
 
 import attrs
 
-from rig import jsonbounds
+from rig import jsonbounds, jsontext
 
 __all__ = [
     "CloudEvent",
@@ -147,9 +149,7 @@ def _loads(text: str):
 def _dumps(document) -> bytes:
     """Compact, sorted, UTF-8 JSON; falls back to ASCII escapes for lone surrogates."""
     try:
-        return json.dumps(
-            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        return jsontext.compact_sorted(document).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("ascii")
 
@@ -351,7 +351,22 @@ def parse_http(content_type: str | None, headers: Mapping[str, str], body: bytes
     return _parse_binary(content_type, headers, body)
 
 
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # stateless
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return datetime.datetime.fromtimestamp(second, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def rfc3339_utc(now: float) -> str:
+    """*now* (a unix timestamp) as ``datetime.fromtimestamp(now, UTC).isoformat(
+    timespec="microseconds")`` says it, with the date and time of day made once a
+    second: every connect stamps two events."""
+    fraction, whole = math.modf(now)
+    second, micro = int(whole), round(fraction * 1e6)
+    if micro < 0:
+        second, micro = second - 1, micro + 1_000_000
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    return f"{_utc_second(second)}.{micro:06d}+00:00"
 
 
 def _uuid4_text() -> str:
@@ -371,18 +386,17 @@ def rig_event(event_type: str, data=None, *, now: float) -> CloudEvent:
     Without *data* (None) the event has no ``data`` attribute.
     """
     event_id = _uuid4_text()
-    time = datetime.datetime.fromtimestamp(now, tz=datetime.UTC).isoformat(timespec="microseconds")
     document = {
         "specversion": "1.0",
         "type": event_type,
         "source": "rig",
         "id": event_id,
-        "time": time,
+        "time": rfc3339_utc(now),
     }
     if data is not None:
         document["data"] = data
     try:
-        encoded = _COMPACT_JSON.encode(document).encode("utf-8")
+        encoded = jsontext.compact(document).encode("utf-8")
     except UnicodeEncodeError:
         encoded = json.dumps(document, separators=(",", ":")).encode("ascii")
     return CloudEvent("1.0", event_type, event_id, document, encoded)

@@ -5,7 +5,7 @@ client sees the same sentences it saw from the original gateway.
 """
 import json
 
-from rig import jsonbounds
+from rig import jsonbounds, jsontext
 
 ABSENT = object()
 
@@ -22,7 +22,7 @@ class Subscription:
     def __init__(self, event_type, one_of=()):
         self.event_type = event_type
         self.one_of = tuple(one_of)
-        self._key = json.dumps([event_type, self.one_of], sort_keys=True)
+        self._key = jsontext.canonical([event_type, self.one_of])
 
     def to_json(self):
         return {"eventType": self.event_type, "oneOf": list(self.one_of)}
