@@ -18,6 +18,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 
+from rig.connections.ws import NO_TWO_WAY
 from rig.service import RigService
 from rig.settings import Settings
 from tests.certs import PASSWORD, make_certificate
@@ -234,3 +235,15 @@ async def test_a_slow_tls_client_is_dropped(make_gateway, cert):
     assert len(gateway.hub.connections) == 1
     slow.transport.transport.resumeProducing()
     await within(slow.closed, 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_wss_closed_by_the_gateway_completes_its_close(make_gateway, cert):
+    """The TLS layer closes a connection only once no producer is registered with it; the
+    HTTP channel that handed the socket to the WebSocket unregistered itself."""
+    gateway = start_tls(make_gateway, cert)
+    client = await tls_ws(gateway, cert)
+    await client.welcome()
+    client.send_text("hello")
+    assert await client.close_info() == (1000, NO_TWO_WAY)
+    assert len(gateway.hub.connections) == 0
