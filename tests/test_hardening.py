@@ -415,10 +415,15 @@ async def test_an_error_quoting_a_lone_surrogate_is_still_a_400(gateway, log_eve
     assert failures(log_events) == []
 
 
+KEY_HEADER = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
 @pytest.mark.parametrize("headers, status", [
     ("Sec-WebSocket-Version: 13\r\n", b"400"),  # no key
     ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n", b"400"),
     ("Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n", b"400"),
+    (f"{KEY_HEADER}{KEY_HEADER}Sec-WebSocket-Version: 13\r\n", b"400"),  # two keys
+    (f"Host: y\r\n{KEY_HEADER}Sec-WebSocket-Version: 13\r\n", b"400"),  # two hosts
 ])
 @pytest_twisted.ensureDeferred
 async def test_a_bad_websocket_upgrade_is_answered_and_closed_at_once(gateway, headers, status):

@@ -1,13 +1,13 @@
 """WebSocket: ``GET /_rig/v1/connection/ws`` (spec Part B 2.4), mounted in the inbound Site.
 
-The upgrade always succeeds; validation runs once the socket is open, and a
+A well-formed upgrade always succeeds (:mod:`rig.connections.upgrade` checks
+the opening handshake); RIG's validation runs once the socket is open, and a
 refusal is a close frame (code 1000, or 1001 while the node shuts down) with
 RIG's reason. The protocol object is itself the hub connection, to keep an
 idle connection small.
 """
 from types import FunctionType
 
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -16,11 +16,14 @@ from zope.interface import implementer
 
 from rig.connections.frames import WS_PING, ws_frame
 from rig.connections.setup import SetupError, admit
+from rig.connections.upgrade import WebSocketUpgrade
 from rig.hub.closing import SHUTDOWN
 from rig.hub.interface import IConnection
 from rig.hub.outbox import buffered_bytes, write_now
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN  # a global: read once per frame, on the hot path
+_SWITCHING = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Accept: %s\r\n\r\n")
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
 TOO_SLOW = "Too slow."
 # What autobahn keeps of the opening handshake, never read once the socket is open.
@@ -92,6 +95,7 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     local_id = None
     token = None
     coalesce = True
+    websocket_version = 13  # the only one rig.connections.upgrade accepts
     _send_limit = None  # SEND_QUEUE_LIMIT, read once when the connection goes live
     _awaiting_pong = False
     _query = None
@@ -109,12 +113,19 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         else:
             write_now(self.transport, data)
 
-    # -- autobahn callbacks ---------------------------------------------
-
-    def onConnect(self, request):
-        headers = request.headers  # the trace context goes to an external subscription check
-        self._query = request.params, (headers.get("traceparent"), headers.get("tracestate"))
+    def open_upgraded(self, accept, query, trace):
+        """Answer the opening handshake that :mod:`rig.connections.upgrade` checked, and
+        open: what autobahn's own handshake ends with. *query* (the request's arguments)
+        and *trace* (its trace context, for an external subscription check) go to the
+        admission."""
         self.send_queue = _SendQueue()  # still empty: nothing is sent before the answer
+        self._query = query, trace
+        write_now(self.transport, _SWITCHING % accept)
+        self.state = _OPEN
+        self._onOpen()
+        self.is_open.callback(None)
+
+    # -- autobahn callbacks ---------------------------------------------
 
     def onOpen(self):
         handshake, self._query = self._query, None
@@ -246,9 +257,9 @@ class RigWebSocketFactory(WebSocketServerFactory):
         self.hub = hub
         self.setProtocolOptions(
             autoPingInterval=0,  # the hub pings every connection from one timer
-            # twisted.web hands over the whole request head (its own head timeout bounds
-            # a slow one), so the handshake completes within the call that starts it: a
-            # timer set and cancelled for every connection would guard nothing
+            # the socket arrives open (rig.connections.upgrade answered the handshake;
+            # twisted.web's head timeout bounds a slow one): a timer set and cancelled
+            # for every connection would guard nothing
             openHandshakeTimeout=0,
             maxFramePayloadSize=65536,
             maxMessagePayloadSize=65536,
@@ -292,4 +303,4 @@ def _fired_with(source):
 def websocket_resource(hub):
     factory = RigWebSocketFactory(hub)
     factory.startFactory()
-    return WebSocketResource(factory)
+    return WebSocketUpgrade(factory)

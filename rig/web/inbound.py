@@ -24,12 +24,12 @@ NOT_OVER_HTTP2 = "WebSocket is served over HTTP/1.1 only: connect without HTTP/2
 
 
 def upgrade_to_websocket(websocket, request):
-    """Hand the connection to the WebSocket; its HTTP channel is then no longer the site's
-    to drain (the hub closes WebSockets on shutdown).
+    """Hand the connection to the WebSocket (:mod:`rig.connections.upgrade`); its HTTP
+    channel is then no longer the site's to drain (the hub closes WebSockets on shutdown).
 
-    A plain GET gets 426 here: autobahn would answer it with its banner page (200,
-    naming itself and its version), as if a WebSocket had been opened. So does any
-    request over HTTP/2, which has no upgrade (and no ``Upgrade`` header)."""
+    A plain GET gets 426 here (autobahn's resource answered it with its banner page:
+    200, naming itself and its version). So does any request over HTTP/2, which has no
+    upgrade (and no ``Upgrade`` header)."""
     if is_http2(request):
         body = respond(request, 426, NOT_OVER_HTTP2, TEXT)
         request.setResponseCode(426, b"Upgrade Required")
@@ -39,12 +39,7 @@ def upgrade_to_websocket(websocket, request):
         body = respond(request, 426, NOT_AN_UPGRADE, TEXT, headers=[(b"upgrade", b"websocket")])
         request.setResponseCode(426, b"Upgrade Required")  # a phrase Twisted does not know
         return body
-    channel = request.channel
-    transport = channel.transport
-    result = websocket.render(request)
-    if channel.transport is None:  # taken over
-        channel.let_go(transport)
-    return result
+    return websocket.render(request)
 
 
 def inbound_resource(hub, settings, proxy):
