@@ -17,6 +17,8 @@ import hmac
 import json
 import re
 
+from rig.hmackey import HmacKey
+
 HASHES = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
 _PLAIN_TOKEN = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _PLAIN_HEADER = frozenset({"alg", "typ", "kid", "cty"})
@@ -49,8 +51,7 @@ class HmacFastPath:
 
     def __init__(self, algorithm, key):
         self._algorithm = algorithm
-        self._digest = HASHES[algorithm]
-        self._key = key
+        self._hmac = HmacKey(key, HASHES[algorithm])
 
     def claims(self, token):
         match = _PLAIN_TOKEN.fullmatch(token)
@@ -61,7 +62,7 @@ class HmacFastPath:
         if signature is None:
             return None
         signing_input = token[:match.end(2)].encode("ascii")
-        expected = hmac.digest(self._key, signing_input, self._digest)
+        expected = self._hmac.digest(signing_input)
         if not hmac.compare_digest(expected, signature):
             return None
         header_raw, payload_raw = _segment(header_text), _segment(payload_text)

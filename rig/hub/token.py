@@ -15,6 +15,8 @@ import struct
 
 import attrs
 
+from rig.hmackey import HmacKey
+
 _VERSION = 1
 _TAG_BYTES = 16
 
@@ -79,5 +81,10 @@ class TokenCodec:
     def is_local(self, ref):
         return ref.node == self.node and ref.boot_id == self.boot_id
 
+    _hmac: HmacKey = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self):
+        self._hmac = HmacKey(self.key)
+
     def _tag(self, payload):
-        return hmac.digest(self.key, payload, "sha256")[:_TAG_BYTES]
+        return self._hmac.digest(payload)[:_TAG_BYTES]
