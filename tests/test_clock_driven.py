@@ -183,6 +183,50 @@ def test_websocket_ping_then_drop_when_no_pong():
     hub.stop()
 
 
+class CountingTransport(StringTransport):
+    """Counts writes: each is a send on a real socket."""
+
+    writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        super().write(data)
+
+
+def opened_websocket(hub, query):
+    protocol = RigWebSocketFactory(hub).buildProtocol(None)
+    protocol.makeConnection(CountingTransport())
+    protocol.open_upgraded(b"ACCEPT", query, (None, None))
+    return protocol
+
+
+def test_a_websockets_101_goes_out_with_its_welcome_in_one_write():
+    clock, hub = make_hub()
+    protocol = opened_websocket(hub, {b"subscriptions": [b'[{"eventType":"greeting"}]']})
+    assert protocol.transport.writes == 0  # the welcome is queued for this turn's flush
+    clock.advance(0)
+    sent = protocol.transport.value()
+    assert protocol.transport.writes == 1
+    assert sent.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"Sec-WebSocket-Accept: ACCEPT\r\n\r\n\x81" in sent
+    assert b"rig.subscriptions_set" in sent
+    clock.advance(15)
+    clock.advance(0)
+    assert protocol.transport.value() == sent + b"\x89\x00"  # the 101 went once
+    hub.stop()
+
+
+def test_a_refused_websockets_101_goes_out_with_its_close_frame():
+    _clock, hub = make_hub()
+    protocol = opened_websocket(hub, {b"subscriptions": [b"not json"]})
+    sent = protocol.transport.value()
+    assert protocol.transport.writes == 1
+    assert sent.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert sent.split(b"\r\n\r\n", 1)[1][:1] == b"\x88"  # a close frame
+    assert b"Failed to decode subscription list" in sent
+    hub.stop()
+
+
 def longpoll_settings(**overrides):
     return Settings(longpoll_wait=5.0, longpoll_session_ttl=3600.0, **overrides)
 

@@ -3,7 +3,8 @@ import gc
 import json
 
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from rig.connections.ws import NO_TWO_WAY, RigWebSocketProtocol
 from rig.testing import eventually
@@ -150,59 +151,94 @@ async def test_a_closed_websocket_is_freed_at_once_without_the_garbage_collector
         gc.enable()
 
 
+class RawUpgrade(protocol.Protocol):
+    """Sends an opening handshake (and *extra* header lines) and records what arrives."""
+
+    def __init__(self, extra=b""):
+        self.extra = extra
+        self.chunks = []
+        self.answered = defer.Deferred()  # the 101 arrived
+        self.welcomed = defer.Deferred()  # rig.subscriptions_set arrived
+
+    @classmethod
+    async def open(cls, gateway, extra=b""):
+        client = cls(extra)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.inbound_port)
+        await within(connectProtocol(endpoint, client))
+        return client
+
+    def connectionMade(self):
+        self.transport.write(
+            b"GET /_rig/v1/connection/ws?subscriptions=" + subs_query(ALICE).encode()
+            + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n" + self.extra + b"\r\n")
+
+    def dataReceived(self, data):
+        self.chunks.append(data)
+        received = b"".join(self.chunks)
+        if b"\r\n\r\n" in received and not self.answered.called:
+            self.answered.callback(None)
+        if b"rig.subscriptions_set" in received and not self.welcomed.called:
+            self.welcomed.callback(None)
+
+    def answer_and_messages(self):
+        """The 101's status line and headers, and the JSON of each text frame after it."""
+        head, _, frames = b"".join(self.chunks).partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers = {name.lower(): value
+                   for name, _, value in (line.partition(b": ") for line in lines)}
+        messages = []
+        while frames:
+            assert frames[0] == 0x81  # a final text frame, unmasked
+            length, start = frames[1], 2
+            if length == 126:
+                length, start = int.from_bytes(frames[2:4], "big"), 4
+            messages.append(json.loads(frames[start:start + length]))
+            frames = frames[start + length:]
+        return status, headers, messages
+
+
 @pytest_twisted.ensureDeferred
-async def test_the_opening_handshake_answer_and_the_first_frames(make_gateway, stub_server):
+async def test_the_opening_handshake_answer_and_the_welcome(gateway):
     """The 101 carries RFC 6455's accept value and names no server software (autobahn's
-    named itself and its version), and declines the compression offer; the welcome
-    follows in text frames; the query and the trace context reach the subscription
-    check as sent."""
-    checker = stub_server(lambda info: (200, b""))
-    gateway = make_gateway(subscription_check=checker.url)
-    trace_id = "0af7651916cd43dd8448eb211c80319c"
-    from twisted.internet import defer, protocol
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-    class Client(protocol.Protocol):
-        received = b""
-
-        def __init__(self):
-            self.welcomed = defer.Deferred()
-
-        def connectionMade(self):
-            self.transport.write(
-                b"GET /_rig/v1/connection/ws?subscriptions=" + subs_query(ALICE).encode()
-                + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
-                b"traceparent: 00-" + trace_id.encode() + b"-b7ad6b7169203331-01\r\n\r\n")
-
-        def dataReceived(self, data):
-            self.received += data
-            if b"rig.subscriptions_set" in self.received and not self.welcomed.called:
-                self.welcomed.callback(None)
-
-    client = Client()
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.inbound_port), client)
+    named itself and its version), and declines the compression offer; the two welcome
+    frames follow (in the same write: tests/test_clock_driven.py)."""
+    client = await RawUpgrade.open(gateway)
     await within(client.welcomed)
-    head, _, frames = client.received.partition(b"\r\n\r\n")
-    status, *lines = head.split(b"\r\n")
-    headers = {name.lower(): value for name, _, value in (line.partition(b": ") for line in lines)}
+    status, headers, messages = client.answer_and_messages()
     assert status == b"HTTP/1.1 101 Switching Protocols"
     assert headers == {b"upgrade": b"websocket", b"connection": b"Upgrade",
                        b"sec-websocket-accept": b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}
-    messages = []
-    while frames:
-        assert frames[0] == 0x81  # a final text frame, unmasked
-        length, start = frames[1], 2
-        if length == 126:
-            length, start = int.from_bytes(frames[2:4], "big"), 4
-        messages.append(json.loads(frames[start:start + length]))
-        frames = frames[start + length:]
     assert [message["type"] for message in messages] == [
         "rig.connection.create", "rig.subscriptions_set"]
     assert messages[1]["data"] == ALICE
+    client.transport.abortConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_101_does_not_wait_for_the_subscription_check(make_gateway, stub_server):
+    """While an external check decides, the client already has its 101 (the upgrade always
+    succeeds); the query and the trace context reach the check as sent, and the welcome
+    follows its answer."""
+    checker = stub_server(lambda info: None)  # holds every request until released
+    gateway = make_gateway(subscription_check=checker.url)
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    client = await RawUpgrade.open(
+        gateway, b"traceparent: 00-" + trace_id.encode() + b"-b7ad6b7169203331-01\r\n")
+    await within(client.answered)
+    await eventually(reactor, lambda: checker.hanging, 5, "the check asked")
+    assert not client.welcomed.called
     (check,) = checker.requests
     assert json.loads(check["body"]) == {"subscriptions": ALICE}
     assert check["headers"]["traceparent"].split("-")[1] == trace_id
+    (held,) = checker.hanging
+    held.setResponseCode(200)
+    held.finish()
+    await within(client.welcomed)
+    status, _headers, messages = client.answer_and_messages()
+    assert status == b"HTTP/1.1 101 Switching Protocols"
+    assert [message["type"] for message in messages] == [
+        "rig.connection.create", "rig.subscriptions_set"]
     client.transport.abortConnection()

@@ -104,10 +104,12 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         return f"<WebSocketConnection {self.local_id}>"
 
     def sendData(self, data, sync=False, chopsize=None):
-        """autobahn's own writes (the 101 answer, close frames; deliveries never come
-        here) go straight to the socket when nothing waits before them: a buffered
-        write cost every connection two poller calls and a reactor turn, and autobahn
-        formats a debug line for each."""
+        """autobahn's own writes (close frames; deliveries never come here) go straight
+        to the socket when nothing waits before them: a buffered write cost every
+        connection two poller calls and a reactor turn, and autobahn formats a debug
+        line for each. The 101 answer goes first if it has not gone out yet."""
+        if "_head" in self.__dict__:
+            data = self._take_head() + data
         if sync or chopsize or self.send_queue:
             super().sendData(data, sync, chopsize)
         else:
@@ -120,17 +122,35 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         admission."""
         self.send_queue = _SendQueue()  # still empty: nothing is sent before the answer
         self._query = query, trace
-        write_now(self.transport, _SWITCHING % accept)
+        # the 101 goes out with the welcome frames, in one send (as an SSE response head
+        # does), or on its own as soon as the welcome is not coming within this call
+        self._head = _SWITCHING % accept
+        self.write_frame = self._write_after_head
         self.state = _OPEN
         self._onOpen()
         self.is_open.callback(None)
+
+    def _take_head(self):
+        """The 101 answer not yet sent (taken: it goes out once)."""
+        self.__dict__.pop("write_frame", None)  # an instance's own: a cycle while it lasts
+        return self.__dict__.pop("_head")
+
+    def _write_after_head(self, data):
+        data = self._take_head() + data
+        self.write_frame(data)  # the class's, now
+
+    def _send_head(self):
+        if "_head" in self.__dict__ and self.transport is not None:
+            write_now(self.transport, self._take_head())
 
     # -- autobahn callbacks ---------------------------------------------
 
     def onOpen(self):
         handshake, self._query = self._query, None
         self._slim()
-        ensureDeferred(self._admit(handshake)).addErrback(self._admit_failed)
+        admitting = ensureDeferred(self._admit(handshake)).addErrback(self._admit_failed)
+        if not admitting.called:  # a subscription check is asked: the 101 goes out now
+            self._send_head()
 
     def _admit_failed(self, failure):
         """Never leave a half-made connection open: log, and close it (1011)."""
@@ -156,7 +176,8 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         self.local_id = hub.new_local_id()
         self.token = hub.token_for(self.local_id)
         self._send_limit = hub.send_queue_limit
-        admission.join(hub, self)
+        if admission.join(hub, self) is not None:  # the cluster is yet to confirm
+            self._send_head()
 
     def _slim(self):
         """Drop the attributes an idle connection holds at their class defaults (the
@@ -192,6 +213,8 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         into the older generations). Once fired, a Deferred fired with None serves
         ``close()`` as well."""
         super().connectionLost(reason)
+        self.__dict__.pop("write_frame", None)
+        self.__dict__.pop("_head", None)
         if self.is_closed.called:
             self.is_closed = succeed(None)
 
