@@ -50,6 +50,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rig.cluster.replicas import PartitionedReplica
+from rig.hmackey import HmacKey
 from rig.pause import Pause
 
 UP = "up"
@@ -65,8 +66,9 @@ def message_key(cookie):
 
 
 def tag(key, position, body):
-    """The tag of a backplane message: 32 hex digits of HMAC-SHA256 over position and body."""
-    return hmac.digest(key, position + b"\n" + body, "sha256").hex()[:32].encode("ascii")
+    """The tag of a backplane message: 32 hex digits of HMAC-SHA256 (*key*, an HmacKey)
+    over position and body."""
+    return key.digest(position + b"\n" + body).hex()[:32].encode("ascii")
 
 
 def channel_of(prefix, event_type):
@@ -116,7 +118,7 @@ class Backplane(Service):
         (:mod:`rig.backplane.brokers`); *epoch* is this node's history epoch; *cookie*
         (``NODE_COOKIE``) keys the tag every message carries."""
         self._reactor = reactor
-        self._key = message_key(cookie)
+        self._key = HmacKey(message_key(cookie))
         self._hub = hub
         self.pubsub = pubsub_factory(self._received)
         self.prefix = prefix
