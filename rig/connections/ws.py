@@ -208,10 +208,10 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             self.factory.hub.unregister(self)
 
     def connectionLost(self, reason):
-        """autobahn fires ``is_closed`` with the connection itself: a reference cycle
-        that only the garbage collector would free (it made every WebSocket survive
-        into the older generations). Once fired, a Deferred fired with None serves
-        ``close()`` as well."""
+        """Leave no reference cycle for the garbage collector (it made every WebSocket
+        survive into the older generations): autobahn fires ``is_closed`` with the
+        connection itself (once fired, a Deferred fired with None serves ``close()`` as
+        well), and a 101 never sent keeps ``write_frame`` bound on the instance."""
         super().connectionLost(reason)
         self.__dict__.pop("write_frame", None)
         self.__dict__.pop("_head", None)
