@@ -418,15 +418,17 @@ async def test_an_error_quoting_a_lone_surrogate_is_still_a_400(gateway, log_eve
 KEY_HEADER = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 
 
-@pytest.mark.parametrize("headers, status", [
-    ("Sec-WebSocket-Version: 13\r\n", b"400"),  # no key
-    ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n", b"400"),
-    ("Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n", b"400"),
-    (f"{KEY_HEADER}{KEY_HEADER}Sec-WebSocket-Version: 13\r\n", b"400"),  # two keys
-    (f"Host: y\r\n{KEY_HEADER}Sec-WebSocket-Version: 13\r\n", b"400"),  # two hosts
+@pytest.mark.parametrize("headers, status, method", [
+    ("Sec-WebSocket-Version: 13\r\n", b"400", "GET"),  # no key
+    ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n", b"400", "GET"),
+    ("Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n", b"400", "GET"),
+    (f"{KEY_HEADER}{KEY_HEADER}Sec-WebSocket-Version: 13\r\n", b"400", "GET"),  # two keys
+    (f"Host: y\r\n{KEY_HEADER}Sec-WebSocket-Version: 13\r\n", b"400", "GET"),  # two hosts
+    (f"{KEY_HEADER}Sec-WebSocket-Version: 13\r\n", b"405", "HEAD"),  # a valid upgrade, by HEAD
 ])
 @pytest_twisted.ensureDeferred
-async def test_a_bad_websocket_upgrade_is_answered_and_closed_at_once(gateway, headers, status):
+async def test_a_bad_websocket_upgrade_is_answered_and_closed_at_once(gateway, headers, status,
+                                                                      method):
     """The handshake completes or fails within the call that starts it (there is no
     open-handshake timer to wait for): the client gets an error and a closed socket."""
     from twisted.internet import defer, protocol, reactor
@@ -439,8 +441,8 @@ async def test_a_bad_websocket_upgrade_is_answered_and_closed_at_once(gateway, h
 
         def connectionMade(self):
             self.transport.write(
-                ("GET /_rig/v1/connection/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\n{headers}\r\n").encode())
+                (f"{method} /_rig/v1/connection/ws HTTP/1.1\r\nHost: x\r\n"
+                 f"Upgrade: websocket\r\nConnection: Upgrade\r\n{headers}\r\n").encode())
 
         def dataReceived(self, data):
             self.received += data

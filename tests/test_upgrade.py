@@ -11,7 +11,7 @@ GOOD = {b"host": [b"gw"], b"upgrade": [b"websocket"], b"connection": [b"Upgrade"
         b"sec-websocket-version": [b"13"], b"sec-websocket-key": [KEY]}
 
 
-def request(version=b"HTTP/1.1", **changes):
+def request(version=b"HTTP/1.1", method=b"GET", **changes):
     headers = dict(GOOD)
     for argument, values in changes.items():
         name = argument.replace("_", "-").encode()
@@ -19,7 +19,7 @@ def request(version=b"HTTP/1.1", **changes):
             del headers[name]
         else:
             headers[name] = values
-    return SimpleNamespace(clientproto=version, requestHeaders=Headers(headers))
+    return SimpleNamespace(method=method, clientproto=version, requestHeaders=Headers(headers))
 
 
 def test_the_accept_value_is_rfc_6455s():
@@ -59,3 +59,8 @@ def test_a_bad_handshake_is_refused(version, changes, status):
 def test_another_version_is_refused_naming_the_one_supported(versions):
     status, _reason, headers = refusal(request(sec_websocket_version=versions))
     assert (status, headers) == (400, ((b"sec-websocket-version", b"13"),))
+
+
+def test_only_get_opens_a_websocket():
+    assert refusal(request(method=b"HEAD")) == (405, "A WebSocket opens with GET.",
+                                                ((b"allow", b"GET"),))

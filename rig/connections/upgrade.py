@@ -32,6 +32,8 @@ def accept_value(key):
 def refusal(request):
     """``(status, reason, headers)`` when *request* (an ``Upgrade: websocket`` GET)
     cannot open a WebSocket, else None."""
+    if request.method != b"GET":  # the router serves HEAD as GET
+        return 405, "A WebSocket opens with GET.", ((b"allow", b"GET"),)
     if request.clientproto != b"HTTP/1.1":
         return 505, "WebSocket needs HTTP/1.1.", ()
     headers = request.requestHeaders
