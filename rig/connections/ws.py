@@ -26,7 +26,10 @@ _SWITCHING = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnec
               b"Sec-WebSocket-Accept: %s\r\n\r\n")
 NO_TWO_WAY = "This WebSocket endpoint cannot be used for two-way communication."
 TOO_SLOW = "Too slow."
-# What autobahn keeps of the opening handshake, never read once the socket is open.
+# What autobahn's own opening handshake kept, never read once the socket is open. That
+# handshake no longer runs (rig.connections.upgrade answers it): only _transport_details
+# (set on every connection) is still dropped; the rest stay None on the class, for any
+# autobahn code that reads them.
 _HANDSHAKE_LEFTOVERS = (
     "http_request_data", "http_headers", "http_response_data", "http_request_params",
     "http_request_uri", "http_request_path", "http_request_host", "http_status_line",

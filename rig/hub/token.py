@@ -39,6 +39,7 @@ class TokenCodec:
     node: str
     key: bytes
     boot_id: bytes = attrs.field(factory=lambda: os.urandom(8))
+    _hmac: HmacKey = attrs.field(init=False, repr=False, eq=False)  # made from key
 
     @classmethod
     def from_cookie(cls, node, cookie, purpose=b"connection", boot_id=None):
@@ -80,8 +81,6 @@ class TokenCodec:
 
     def is_local(self, ref):
         return ref.node == self.node and ref.boot_id == self.boot_id
-
-    _hmac: HmacKey = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self):
         self._hmac = HmacKey(self.key)
