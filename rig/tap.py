@@ -45,6 +45,7 @@ def makeService(options):
     from rig.gctune import tune_once_running
 
     tune_once_running(reactor)
+    _lean_dispatch(reactor)
     if options.settings.workers > 1:
         from rig.supervisor import SupervisorService
 
@@ -63,7 +64,17 @@ def run_worker(argv):
     from rig.worker import run
 
     tune_once_running(reactor)
+    _lean_dispatch(reactor)
     return run(reactor, argv, dict(os.environ))
+
+
+def _lean_dispatch(reactor):
+    """For a process about to run its reactor (not a test run whose reactor already
+    runs), socket events go to their handlers without Twisted's legacy log context."""
+    if not reactor.running:
+        from rig.twistedcompat import lean_dispatch
+
+        lean_dispatch(reactor)
 
 
 def _offer_logger(parent, settings):

@@ -89,3 +89,95 @@ def test_twisted_http2_internals_the_h2_connection_builds_on():
     connection = H2Connection(reactor)
     assert connection._sendingDeferred is None and connection.priority is not None
     assert connection.queued == {}
+
+
+class _Reader:
+    """A socket the reactor watches for reads; records what the reactor calls."""
+
+    def __init__(self, sock, fail=False):
+        self.sock, self.fail = sock, fail
+        self.reads, self.lost = 0, []
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def logPrefix(self):
+        return "reader"
+
+    def doRead(self):
+        self.reads += 1
+        self.sock.recv(100)
+        if self.fail:
+            raise RuntimeError("handler failed")
+
+    def connectionLost(self, reason):
+        self.lost.append(reason)
+
+
+def _epoll_reactor():
+    from twisted.internet.epollreactor import EPollReactor
+
+    fresh = EPollReactor()
+    fresh.removeAll()  # the waker: nothing but the test's sockets is watched
+    return fresh
+
+
+def test_lean_dispatch_calls_the_ready_sockets_handler_and_disconnects_one_that_raises():
+    """The replaced epoll dispatch reads ``_poller``, ``_selectables`` and
+    ``_doReadOrWrite``: a read event reaches ``doRead``, and a handler that raises is
+    disconnected with its error and logged, as Twisted's own dispatch does."""
+    import socket
+
+    from twisted.logger import globalLogPublisher
+
+    from rig.twistedcompat import lean_dispatch
+
+    fresh = _epoll_reactor()
+    assert lean_dispatch(fresh) is True
+    assert fresh.doIteration is fresh.doPoll
+    pairs = [socket.socketpair() for _ in range(2)]
+    good, bad = _Reader(pairs[0][0]), _Reader(pairs[1][0], fail=True)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        for reader, (_, peer) in ((good, pairs[0]), (bad, pairs[1])):
+            fresh.addReader(reader)
+            peer.send(b"x")
+        fresh.doIteration(1)
+        fresh.doIteration(0)  # nothing ready: returns at once
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+        fresh.removeAll()
+        fresh._poller.close()
+        for left, right in pairs:
+            left.close()
+            right.close()
+    assert (good.reads, good.lost) == (1, [])
+    assert bad.reads == 1
+    assert len(bad.lost) == 1 and bad.lost[0].check(RuntimeError)
+    assert bad not in fresh.getReaders() and good not in fresh.getReaders()
+    # Twisted's own dispatch logs it, with the legacy logger
+    assert any(event.get("failure") is not None and event["failure"].check(RuntimeError)
+               for event in logged)
+
+
+def test_lean_dispatch_leaves_other_reactors_and_a_running_one_alone():
+    from twisted.internet.selectreactor import SelectReactor
+
+    from rig.tap import _lean_dispatch
+    from rig.twistedcompat import lean_dispatch
+
+    select = SelectReactor()
+    assert lean_dispatch(select) is False
+    assert "doIteration" not in vars(select)
+
+    fresh = _epoll_reactor()
+    try:
+        fresh.running = True  # as a test run's reactor is
+        _lean_dispatch(fresh)
+        assert "doIteration" not in vars(fresh)
+        fresh.running = False  # as twistd's is before it starts
+        _lean_dispatch(fresh)
+        assert vars(fresh)["doIteration"] is vars(fresh)["doPoll"]
+    finally:
+        fresh._poller.close()
