@@ -283,3 +283,49 @@ def deferLater():
     from twisted.internet.task import deferLater as later
 
     return later(reactor, 0.01, lambda: None)
+
+
+class Waiter:
+    """An exchange's waiter that records what it hears; its ``answered`` may raise."""
+
+    def __init__(self, raises=False):
+        self.heard, self.raises = [], raises
+
+    def answered(self, response):
+        self.heard.append(("answered", response.code))
+        if self.raises:
+            raise RuntimeError("the waiter's bug")
+
+    def failed(self, failure):
+        self.heard.append(("failed", failure.type))
+
+    def crashed(self, failure):
+        self.heard.append(("crashed", failure.type))
+
+
+def _sent_with(waiter):
+    connection = UpstreamConnection(UpstreamPool(Clock()), KEY)
+    connection.makeConnection(StringTransport())
+    sent = _Exchange(KEY, b"GET", b"GET / HTTP/1.1\r\n\r\n", None, waiter)
+    connection.send(sent)
+    return connection, sent
+
+
+def test_a_waiter_hears_the_outcome_once_and_its_own_error_as_a_crash():
+    waiter = Waiter(raises=True)
+    connection, sent = _sent_with(waiter)
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert waiter.heard == [("answered", 200), ("crashed", RuntimeError)]
+    sent.cancel()  # settled: nothing more is heard
+    sent.fail(ClosedEarly("late"))
+    assert len(waiter.heard) == 2
+
+
+def test_a_cancelled_exchange_fails_with_cancelled_error_and_ignores_a_late_answer():
+    waiter = Waiter()
+    connection, sent = _sent_with(waiter)
+    sent.cancel()
+    assert waiter.heard == [("failed", defer.CancelledError)]
+    assert connection.transport.disconnecting  # the connection is dropped
+    connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert waiter.heard == [("failed", defer.CancelledError)]

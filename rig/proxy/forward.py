@@ -205,9 +205,10 @@ class Forwarder:
             lines.append(b"Content-Length: %d\r\n" % length)
             body = content.read() if length <= INLINE_BODY_BYTES else content
         lines.append(b"\r\n")
-        asking = self._pool.request((scheme, host, port), method, b"".join(lines), body)
-        _Forwarding(self, request, done, asking, shown=shown + path.decode("utf-8", "replace"),
-                    keep_202=extra_query is not None)
+        forwarding = _Forwarding(self, request, done, shown=shown + path.decode("utf-8", "replace"),
+                                 keep_202=extra_query is not None)
+        forwarding.asking = self._pool.send((scheme, host, port), method, b"".join(lines), body,
+                                            forwarding)
 
     def forward_for_answer(self, request, route, extra_query, trace=None):
         """:meth:`forward` as a Deferred of ``(status, response or None)``."""
@@ -250,23 +251,23 @@ class Forwarder:
 
 
 class _Forwarding:
-    """One request on its way to the backend: its timeout, its client leaving."""
+    """One request on its way to the backend: its timeout, its client leaving; the
+    waiter of its upstream exchange (``answered``, ``failed``, ``crashed``)."""
 
     __slots__ = ("asking", "done", "forwarder", "keep_202", "request", "response", "shown",
                  "timed_out", "timer")
 
-    def __init__(self, forwarder, request, done, asking, *, shown, keep_202):
+    def __init__(self, forwarder, request, done, *, shown, keep_202):
         self.forwarder = forwarder
         self.request = request
         self.done = done
-        self.asking = asking
+        self.asking = None  # the upstream exchange, once sent
         self.shown = shown
         self.keep_202 = keep_202
         self.response = None
         self.timed_out = False
         self.timer = forwarder._reactor.callLater(forwarder._recv_timeout, self.give_up)
         request.on_gone = self.client_left
-        asking.addCallbacks(self.answered, self.failed).addErrback(self.crashed)
 
     def give_up(self):
         self.timed_out = True

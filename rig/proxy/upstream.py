@@ -15,6 +15,8 @@ producer, so a slow client stops the reading from the backend.
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS, FileBodyProducer
 
 from rig.hub.outbox import no_delay, write_now
@@ -25,6 +27,7 @@ INLINE_BODY_BYTES = 65536  # request bodies up to this size go out with the head
 PENDING_LIMIT = 1 << 20  # body bytes buffered before the receiver is attached
 RETRIED_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"DELETE"))
 _NO_BODY_CODES = frozenset((204, 304))
+_log = Logger()
 
 # how a response body is delimited
 _NONE, _LENGTH, _CHUNKED, _CLOSE = range(4)
@@ -82,34 +85,87 @@ class _Discard:
 
 
 class _Exchange:
-    """One request on its way: what to send, and who waits for the response head."""
+    """One request on its way: what to send, and who waits for the response head.
+
+    The waiter hears of the outcome by a direct call, once: ``answered(response)``,
+    or ``failed(failure)``; ``crashed(failure)`` if either of those raises. The
+    forwarder is its own waiter (a Deferred per proxied request, with its callback
+    chain, cost about 4 % of the proxy's time); :meth:`UpstreamPool.request` waits
+    with a Deferred.
+    """
 
     __slots__ = (
         "body",
         "connecting",
         "connection",
-        "deferred",
         "head",
         "key",
         "method",
         "retry",
+        "settled",
+        "waiter",
     )
 
-    def __init__(self, key, method, head, body):
+    def __init__(self, key, method, head, body, waiter=None):
         self.key = key
         self.method = method
         self.head = head
         self.body = body  # None, bytes (sent with the head) or a seekable file
-        self.deferred = defer.Deferred(self._cancel)
         self.retry = method in RETRIED_METHODS and body is None
         self.connection = None
         self.connecting = None
+        self.settled = False
+        self.waiter = _DeferredWaiter(self) if waiter is None else waiter
 
-    def _cancel(self, _deferred):
+    @property
+    def deferred(self):
+        """The Deferred of an exchange made without a waiter of its own."""
+        return self.waiter.deferred
+
+    def answer(self, response):
+        if not self.settled:
+            self.settled = True
+            try:
+                self.waiter.answered(response)
+            except Exception:
+                self.waiter.crashed(Failure())
+
+    def fail(self, error):
+        if not self.settled:
+            self.settled = True
+            try:
+                self.waiter.failed(error if isinstance(error, Failure) else Failure(error))
+            except Exception:
+                self.waiter.crashed(Failure())
+
+    def cancel(self):
+        """Give up: stop connecting, or drop the connection; the waiter hears
+        ``failed`` (as a cancelled Deferred: the connect's error or CancelledError)."""
+        if self.settled:
+            return
         if self.connecting is not None:
             self.connecting.cancel()
         elif self.connection is not None:
             self.connection.abort()
+        self.fail(defer.CancelledError())
+
+
+class _DeferredWaiter:
+    """An exchange's outcome as a Deferred; cancelling it cancels the exchange."""
+
+    __slots__ = ("deferred",)
+
+    def __init__(self, exchange):
+        self.deferred = defer.Deferred(lambda _deferred: exchange.cancel())
+
+    def answered(self, response):
+        self.deferred.callback(response)
+
+    def failed(self, failure):
+        self.deferred.errback(failure)
+
+    def crashed(self, failure):  # a Deferred's callback does not raise into its caller
+        _log.failure("upstream exchange", failure)
 
 
 class UpstreamConnection(Protocol):
@@ -178,15 +234,14 @@ class UpstreamConnection(Protocol):
         if exchange is None:
             return
         if self._response is None:  # no response head
-            deferred = exchange.deferred
-            if not deferred.called:
+            if not exchange.settled:
                 got_bytes = bool(self._buffer)
                 if exchange.retry and self.served and not got_bytes:
                     # an idle keep-alive connection the backend closed as we reused it
                     self._pool.retry(exchange)
                     return
                 why = reason.getErrorMessage()
-                deferred.errback(ClosedEarly(f"connection closed before a response: {why}"))
+                exchange.fail(ClosedEarly(f"connection closed before a response: {why}"))
             return
         if self._mode == _CLOSE:
             self._finish(None)
@@ -227,7 +282,7 @@ class UpstreamConnection(Protocol):
             self._body(rest)
         if self._mode == _NONE and self._exchange is exchange:
             self._finish(None)  # no body to wait for
-        exchange.deferred.callback(response)
+        exchange.answer(response)
 
     def _parse_head(self, head):
         crlf = head.count(b"\r\n")
@@ -411,7 +466,7 @@ class UpstreamConnection(Protocol):
         self._reusable = False
         if self._response is None and exchange is not None:
             self._exchange = None
-            exchange.deferred.errback(error)
+            exchange.fail(error)
         else:
             self._finish(error)
         self.transport.abortConnection()
@@ -435,17 +490,22 @@ class UpstreamPool:
         """Send *head* (the request line and headers, CRLF-terminated) and *body*
         (None, bytes, or a seekable file) to the backend *key*, ``(scheme, host,
         port)``; a Deferred of the :class:`Response` head."""
-        exchange = _Exchange(key, method, head, body)
+        return self.send(key, method, head, body).deferred
+
+    def send(self, key, method, head, body=None, waiter=None):
+        """As :meth:`request`, telling *waiter* (see :class:`_Exchange`) instead of a
+        Deferred; returns the exchange, whose ``cancel()`` gives up on it."""
+        exchange = _Exchange(key, method, head, body, waiter)
         idle = self._idle.get(key)
         now = self._reactor.seconds()
         while idle:
             connection = idle.pop()
             if now - connection.idle_since < self.idle_timeout:
                 connection.send(exchange)
-                return exchange.deferred
+                return exchange
             connection.transport.loseConnection()
         self._connect(exchange)
-        return exchange.deferred
+        return exchange
 
     def retry(self, exchange):
         exchange.retry = False
@@ -466,8 +526,7 @@ class UpstreamPool:
 
         def failed(failure):
             exchange.connecting = None
-            if not exchange.deferred.called:
-                exchange.deferred.errback(failure)
+            exchange.fail(failure)
 
         connecting.addCallbacks(connected, failed)
 
