@@ -1,7 +1,9 @@
 """Small pieces shared by both HTTP listeners: a bounded request, a site, a router."""
 import re
+import tempfile
 import weakref
 from inspect import iscoroutine
+from io import BytesIO
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IHandshakeListener
@@ -307,6 +309,15 @@ class RigSite(server.Site):
 
     def log(self, request):
         pass
+
+    @staticmethod
+    def getContentFile(length):
+        """A request body's buffer, as twisted.web's own: memory up to 100 KB, else a
+        temporary file. twisted.web asks the site first, and without this method it
+        raised and caught an AttributeError for every request."""
+        if length is not None and length < 100_000:
+            return BytesIO()
+        return tempfile.TemporaryFile()
 
     def acceptableProtocols(self):
         """None of its own: what TLS offers by ALPN is the listener's TLS options' alone
