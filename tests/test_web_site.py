@@ -5,14 +5,20 @@ from io import BytesIO
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.web.server import NOT_DONE_YET
 
 from rig.web.http import RigSite, Router
 
 
-def _serve(site, data):
+def _open(site):
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     transport = StringTransport()
     channel.makeConnection(transport)
+    return channel, transport
+
+
+def _serve(site, data):
+    channel, transport = _open(site)
     raised = []
 
     def trace(frame, event, arg):
@@ -28,14 +34,18 @@ def _serve(site, data):
     return transport.value(), raised
 
 
-def _site(seen):
+def _site(seen, clock=None, **options):
     def echo(request):
+        if request.path == b"/slow":
+            seen.append(request)
+            return NOT_DONE_YET
         content = request.content
         seen.append("memory" if isinstance(content, BytesIO) else
                     "file" if content.fileno() >= 0 else "?")
         return b"%d" % len(request.content.read())
 
-    return RigSite(Router([(r"/echo", {b"GET": echo, b"POST": echo})], echo), reactor=Clock())
+    return RigSite(Router([(r"/echo", {b"GET": echo, b"POST": echo})], echo),
+                   reactor=clock or Clock(), **options)
 
 
 def test_serving_a_request_raises_no_exception_on_the_way():
@@ -60,3 +70,41 @@ def test_a_request_body_is_buffered_in_memory_up_to_100_kb_then_on_disk():
                        % (big, b"x" * big))
     assert answer.endswith(b"\r\n\r\n%d" % big)
     assert seen == ["memory", "file"]
+
+
+GET = b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def test_the_idle_timeout_counts_from_the_end_of_the_last_response_with_one_timer():
+    """A keep-alive connection closes after ``idle_timeout`` without a request in
+    progress; a request longer than that is not cut; and requests neither make nor
+    cancel a timer each (one timer per connection, moved later)."""
+    clock = Clock()
+    seen = []
+    channel, transport = _open(_site(seen, clock, idle_timeout=10, header_timeout=0))
+    assert len(clock.getDelayedCalls()) == 1
+    timer = clock.getDelayedCalls()[0]
+    for _ in range(20):
+        clock.advance(9)
+        channel.dataReceived(GET)
+    assert clock.getDelayedCalls() == [timer] and timer.active()
+    assert transport.value().count(b"200 OK") == 20 and not transport.disconnecting
+
+    channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    clock.advance(25)  # longer than the idle timeout, with the request in progress
+    assert not transport.disconnecting
+    slow = seen[-1]
+    slow.write(b"done")
+    slow.finish()
+    clock.advance(9.5)
+    assert not transport.disconnecting  # idle for 9.5 s since that response
+    clock.advance(0.5)
+    assert transport.disconnecting
+
+
+def test_a_closed_channel_leaves_no_timer():
+    clock = Clock()
+    channel, _transport = _open(_site([], clock, idle_timeout=10, header_timeout=0))
+    channel.dataReceived(GET)
+    channel.connectionLost(None)
+    assert clock.getDelayedCalls() == []
