@@ -17,6 +17,7 @@ from twisted.web.http import NO_BODY_CODES
 from rig.httputil import abort_response, client_gone, respond_now
 from rig.proxy.targets import TargetPolicy, TargetRefused
 from rig.proxy.upstream import INLINE_BODY_BYTES
+from rig.timeouts import FixedTimeouts
 from rig.tracing.context import child_header_lines
 
 HOP_BY_HOP = frozenset((
@@ -163,7 +164,7 @@ class Forwarder:
     def __init__(self, reactor, pool, *, recv_timeout, by_address, policy=None):
         self._reactor = reactor
         self._pool = pool
-        self._recv_timeout = recv_timeout
+        self._timeouts = FixedTimeouts(reactor, recv_timeout)  # until the response head
         self._by_address = by_address.encode("latin-1")
         self._policy = policy if policy is not None else TargetPolicy()
         self._targets = {}  # (target_url, port, use_env) -> target_of(...)
@@ -266,7 +267,7 @@ class _Forwarding:
         self.keep_202 = keep_202
         self.response = None
         self.timed_out = False
-        self.timer = forwarder._reactor.callLater(forwarder._recv_timeout, self.give_up)
+        self.timer = forwarder._timeouts.start(self.give_up)
         request.on_gone = self.client_left
 
     def give_up(self):
@@ -280,7 +281,7 @@ class _Forwarding:
             self.response.abort()
 
     def answered(self, response):
-        self.timer.cancel()
+        FixedTimeouts.stop(self.timer)
         self.response = response
         request = self.request
         if self.keep_202 and response.code == 202:
@@ -295,8 +296,7 @@ class _Forwarding:
         self.done(("ok", None) if self.keep_202 else "ok")
 
     def failed(self, failure):  # refused, reset, cancelled, TLS: no response
-        if self.timer.active():
-            self.timer.cancel()
+        FixedTimeouts.stop(self.timer)
         request = self.request
         request.on_gone = None
         forwarder = self.forwarder
