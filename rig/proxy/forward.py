@@ -9,6 +9,7 @@ instead of filling memory. A client that goes away cancels the upstream
 request. The HTTP client is :mod:`rig.proxy.upstream`.
 """
 import re
+from functools import lru_cache
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -60,6 +61,13 @@ def forwarded_path(route, path):
 
 def _connection_tokens(values):
     return {token.strip().lower() for value in values for token in value.split(b",")}
+
+
+@lru_cache(maxsize=256)
+def _passed_not_with(connection_header):
+    """The response headers not passed on, with those a backend's ``Connection`` header
+    names: made once per distinct header (backends send the same one every time)."""
+    return PASSED_NOT | _connection_tokens(connection_header)
 
 
 def _safe_value(value):
@@ -233,10 +241,8 @@ class Forwarder:
         ``done()`` once the body is through."""
         request.setResponseCode(response.code, response.phrase)
         request.defaultContentType = None  # the backend's, or none
-        dropped = PASSED_NOT
-        for name, value, _line in response.headers:
-            if name == b"connection":
-                dropped = dropped | _connection_tokens((value,))
+        listed = response.connection_header
+        dropped = _passed_not_with(listed) if listed else PASSED_NOT
         request.passed_headers = [line for name, _value, line in response.headers
                                   if name not in dropped]
         if response.length is not None and request.method != b"HEAD":

@@ -50,14 +50,15 @@ class ClosedEarly(UpstreamError):
 class Response:
     """A backend's response head; the body follows through :meth:`deliver_body`."""
 
-    __slots__ = ("_connection", "code", "headers", "length", "phrase")
+    __slots__ = ("_connection", "code", "connection_header", "headers", "length", "phrase")
 
-    def __init__(self, code, phrase, headers, length, connection):
+    def __init__(self, code, phrase, headers, length, connection, *, connection_header=()):
         self.code = code
         self.phrase = phrase  # bytes
         self.headers = headers  # [(lower-case name, value, line as sent)], hop-by-hop included
         self.length = length  # from Content-Length; None when chunked or until close
         self._connection = connection
+        self.connection_header = connection_header  # the Connection headers' values, a tuple
 
     def deliver_body(self, receiver):
         """Hand the body to *receiver*: ``data(bytes)`` for each piece, ``producing(p)``
@@ -304,6 +305,7 @@ class UpstreamConnection(Protocol):
         length = None
         chunked = False
         keep_alive = version == b"HTTP/1.1"
+        connection_header = ()
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if not colon or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
@@ -319,8 +321,10 @@ class UpstreamConnection(Protocol):
                 chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
                 if not chunked:
                     keep_alive = False  # delimited by the close
-            elif name == b"connection" and b"close" in value.lower():
-                keep_alive = False
+            elif name == b"connection":
+                connection_header += (value,)
+                if b"close" in value.lower():
+                    keep_alive = False
             headers.append((name, value, line))
         if self._exchange.method == b"HEAD" or code in _NO_BODY_CODES:
             mode = _NONE
@@ -334,7 +338,7 @@ class UpstreamConnection(Protocol):
         self._left = length or 0
         self._chunk_state = _SIZE
         self._reusable = keep_alive
-        return Response(code, phrase, headers, length, self)
+        return Response(code, phrase, headers, length, self, connection_header=connection_header)
 
     def _body(self, data):
         mode = self._mode

@@ -128,6 +128,7 @@ class RigChannel(http.HTTPChannel):
     held_head = None  # a response head waiting for the first bytes of its body
     passed_headers = ()  # the writing request's header lines to send as they are
     _host = None
+    _peer = None
     _secure = None
 
     # One write per response: Twisted writes the head and the body separately,
@@ -162,6 +163,13 @@ class RigChannel(http.HTTPChannel):
         if self._host is None:
             self._host = self.transport.getHost()
         return self._host
+
+    def getPeer(self):
+        """The client's address, made once per connection (a TCP transport builds a
+        new address object each time it is asked, and every request asks)."""
+        if self._peer is None:
+            self._peer = self.transport.getPeer()
+        return self._peer
 
     def isSecure(self):
         if self._secure is None:
