@@ -108,3 +108,25 @@ def test_a_closed_channel_leaves_no_timer():
     channel.dataReceived(GET)
     channel.connectionLost(None)
     assert clock.getDelayedCalls() == []
+
+
+def test_the_clients_address_is_asked_of_the_transport_once_per_connection():
+    seen = []
+    channel, transport = _open(_site(seen))
+    asked = []
+    peer = transport.getPeer()
+    transport.getPeer = lambda: asked.append(1) or peer
+    clients = []
+    channel.requestFactory = _recording(channel.requestFactory, clients)
+    for _ in range(3):
+        channel.dataReceived(GET)
+    assert [client.port for client in clients] == [peer.port] * 3
+    assert len(asked) == 1
+
+
+def _recording(factory, clients):
+    def make(*args, **kwargs):
+        request = factory(*args, **kwargs)
+        clients.append(request.getClientAddress())
+        return request
+    return make
