@@ -281,13 +281,17 @@ class _Forwarding:
         self.asking.cancel()
 
     def client_left(self):
-        if self.response is None:
-            self.asking.cancel()
-        else:
+        if self.response is not None:
             self.response.abort()
+        elif self.asking is not None:
+            self.asking.cancel()
+
+    # The exchange and its waiter refer to each other: the reference goes when the
+    # exchange settles, so no request leaves a cycle for the garbage collector.
 
     def answered(self, response):
         FixedTimeouts.stop(self.timer)
+        self.asking = None
         self.response = response
         request = self.request
         if self.keep_202 and response.code == 202:
@@ -303,6 +307,7 @@ class _Forwarding:
 
     def failed(self, failure):  # refused, reset, cancelled, TLS: no response
         FixedTimeouts.stop(self.timer)
+        self.asking = None
         request = self.request
         request.on_gone = None
         forwarder = self.forwarder
