@@ -456,3 +456,20 @@ async def test_a_proxied_request_leaves_no_cycle_for_the_garbage_collector(make_
         gc.garbage.clear()
         gc.enable()
     assert ours == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_incoming_forwarded_chain_and_host_are_extended_and_passed_on(make_gateway,
+                                                                               stub_server):
+    backend = stub_server(echo)
+    port = backend.port.getHost().port
+    gateway = make_gateway(proxy_config=(api(port, endpoint("get", "GET", "/books")),))
+    response = await gateway.request(
+        "GET", "/books", headers={"x-forwarded-for": "10.0.0.1, 10.0.0.2",
+                                  "host": "books.example", "connection": "x-private",
+                                  "x-private": "hop", "x-kept": "end to end"})
+    headers = (await within(response.json()))["headers"]
+    assert headers["x-forwarded-for"] == "10.0.0.1, 10.0.0.2, 127.0.0.1"
+    assert headers["x-forwarded-host"] == "books.example"
+    assert headers["host"] == f"127.0.0.1:{port}"
+    assert headers["x-kept"] == "end to end" and "x-private" not in headers

@@ -81,17 +81,26 @@ def upstream_head(request, route, target, *, host, port, by_address, trace=None)
     recorded :class:`rig.tracing.tracer.Trace`; without one, a child of the client's),
     as bytes ready to send."""
     request_headers = request.requestHeaders
-    dropped = NOT_FORWARDED
-    listed = request_headers.getRawHeaders(b"connection")
-    if listed:
-        dropped = dropped | _connection_tokens(listed)
     lines = [request.method, b" ", target, b" HTTP/1.1\r\nHost: ",
              f"{host}:{port}".encode(), b"\r\n"]
+    # one pass over the client's headers: those forwarded, and those read here
+    kept = []
+    listed = previous = incoming_host = None
     for name, values in request_headers.getAllRawHeaders():
-        if name.lower() in dropped:
-            continue
-        for value in values:
-            lines += (name, b": ", value, b"\r\n")
+        lowered = name.lower()
+        if lowered not in NOT_FORWARDED:
+            kept.append((lowered, name, values))
+        elif lowered == b"connection":
+            listed = values
+        elif lowered == b"x-forwarded-for":
+            previous = values
+        elif lowered == b"host":
+            incoming_host = values
+    also_dropped = _connection_tokens(listed) if listed else ()
+    for lowered, name, values in kept:
+        if lowered not in also_dropped:
+            for value in values:
+                lines += (name, b": ", value, b"\r\n")
     if route.endpoint.get("transform_request_headers"):
         add = route.api["version_data"]["default"].get("transform_request_headers", {})
         for configured, value in (add.get("add_headers") or {}).items():
@@ -99,12 +108,10 @@ def upstream_head(request, route, target, *, host, port, by_address, trace=None)
             if name and name.lower() not in SET_HERE:  # the gateway's own stay as they are
                 lines += (name, b": ", _safe_value(value), b"\r\n")
     client_host = getattr(request.getClientAddress(), "host", "unknown").encode()
-    previous = request_headers.getRawHeaders(b"x-forwarded-for")
     chain = b", ".join((*previous, client_host)) if previous else client_host
     lines += (b"Forwarded: for=", client_host, b";by=", by_address, b"\r\nX-Forwarded-For: ",
               chain, b"\r\nX-Forwarded-Proto: ", b"https" if request.isSecure() else b"http",
               b"\r\n")
-    incoming_host = request_headers.getRawHeaders(b"host")
     if incoming_host:
         lines += (b"X-Forwarded-Host: ", incoming_host[0], b"\r\n")
     lines.append(child_header_lines(request_headers) if trace is None
