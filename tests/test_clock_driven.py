@@ -192,6 +192,9 @@ class CountingTransport(StringTransport):
         self.writes += 1
         super().write(data)
 
+    def unregisterProducer(self):
+        self.producer = None  # as a TCP transport, which allows it without a producer
+
 
 def opened_websocket(hub, query):
     protocol = RigWebSocketFactory(hub).buildProtocol(None)
@@ -224,6 +227,22 @@ def test_a_refused_websockets_101_goes_out_with_its_close_frame():
     assert sent.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert sent.split(b"\r\n\r\n", 1)[1][:1] == b"\x88"  # a close frame
     assert b"Failed to decode subscription list" in sent
+    hub.stop()
+
+
+def test_a_websocket_whose_admission_fails_is_closed_1011_and_not_left_half_made():
+    _clock, hub = make_hub()
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug while admitting")
+
+    hub.token_for = broken  # fails after the local id was handed out
+    protocol = opened_websocket(hub, {})
+    sent = protocol.transport.value()
+    assert sent.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert sent.split(b"\r\n\r\n", 1)[1][:4] == b"\x88\x11\x03\xf3"  # close, 1011
+    assert b"Internal error." in sent
+    assert hub.connections == {}
     hub.stop()
 
 

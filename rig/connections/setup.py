@@ -8,6 +8,7 @@ limit. Failures carry the HTTP answer and the WebSocket close reason.
 import json
 
 import attrs
+from twisted.internet.defer import ensureDeferred
 
 from rig.auth.checks import CheckRequest, NoCheck
 from rig.auth.jwt import InvalidJWT
@@ -78,44 +79,78 @@ async def admit(hub, args, *, longpoll=False, last_event_id=None, trace=(None, N
     ``lastEventId`` query parameter. *trace* is the request's ``(traceparent,
     tracestate)``, for an external subscription check.
     """
-    if hub.closing:  # this node is shutting down: connect to another one
-        raise SetupError(503, SHUTTING_DOWN, close_reason=SHUTDOWN.ws_reason,
-                         close_code=SHUTDOWN.ws_code)
-    if longpoll and not hub.rate_limit.allow():
-        raise SetupError(429, RATE_LIMITED)
-    text = query_arg(args, "subscriptions")
-    decoded = []
-    if text is not None:
+    admitting = _Admitting(hub, args, longpoll, last_event_id, trace)
+    if admitting.check is None:
+        return admitting.admission()
+    return await _checked(admitting)
+
+
+def admit_at_once(hub, args, *, longpoll=False, last_event_id=None, trace=(None, None)):
+    """:func:`admit` without a coroutine: the Admission, or SetupError, at once when no
+    external subscription check has to answer first (most connects); else a Deferred
+    of it. A coroutine and its Deferred cost about 6 us per connect."""
+    admitting = _Admitting(hub, args, longpoll, last_event_id, trace)
+    if admitting.check is None:
+        return admitting.admission()
+    return ensureDeferred(_checked(admitting))
+
+
+async def _checked(admitting):
+    if not await admitting.hub.auth.subscription_check.allows(admitting.check):
+        raise SetupError(400, DENIED)
+    return admitting.admission()
+
+
+class _Admitting:
+    """Everything an admission decides without waiting (the parameters, the JWT); the
+    request for the external subscription check in ``check`` when one must answer."""
+
+    __slots__ = ("args", "check", "claims", "hub", "last_event_id", "longpoll", "subscriptions")
+
+    def __init__(self, hub, args, longpoll, last_event_id, trace):
+        if hub.closing:  # this node is shutting down: connect to another one
+            raise SetupError(503, SHUTTING_DOWN, close_reason=SHUTDOWN.ws_reason,
+                             close_code=SHUTDOWN.ws_code)
+        if longpoll and not hub.rate_limit.allow():
+            raise SetupError(429, RATE_LIMITED)
+        self.hub, self.args, self.longpoll = hub, args, longpoll
+        self.last_event_id = last_event_id
+        text = query_arg(args, "subscriptions")
+        decoded = []
+        if text is not None:
+            try:
+                decoded = decode_subscriptions_param(text, allow_wrapped=longpoll)
+            except ValueError as error:
+                message = f"Failed to decode subscription list: {error}"
+                raise SetupError(400, message, close_reason=message) from None
+        claims, inferred = None, []
+        token = query_arg(args, "jwt")
+        if token is not None:
+            try:
+                claims = hub.auth.validator.claims(token)
+            except InvalidJWT as error:
+                raise SetupError(
+                    400, f"could not parse subscriptions: could not decode JWT: {error}"
+                ) from None
+            inferred = hub.subscriptions_from_claims(claims)
         try:
-            decoded = decode_subscriptions_param(text, allow_wrapped=longpoll)
-        except ValueError as error:
-            message = f"Failed to decode subscription list: {error}"
-            raise SetupError(400, message, close_reason=message) from None
-    claims, inferred = None, []
-    token = query_arg(args, "jwt")
-    if token is not None:
-        try:
-            claims = hub.auth.validator.claims(token)
-        except InvalidJWT as error:
-            raise SetupError(
-                400, f"could not parse subscriptions: could not decode JWT: {error}"
-            ) from None
-        inferred = hub.subscriptions_from_claims(claims)
-    try:
-        manual = parse_subscriptions(decoded)
-    except SubscriptionError as error:
-        raise SetupError(400, f"could not parse subscriptions: {error}") from None
-    subscription_check = hub.auth.subscription_check
-    if text is not None and not isinstance(subscription_check, NoCheck):
-        check = CheckRequest(
-            json.dumps({"subscriptions": decoded}).encode(),
-            "application/json; charset=utf-8",
-            (f"Bearer {token}",) if token is not None else (),
-            *trace,
-        )
-        if not await subscription_check.allows(check):
-            raise SetupError(400, DENIED)
-    if not longpoll and not hub.rate_limit.allow():
-        raise SetupError(429, RATE_LIMITED)
-    resume = last_event_id or query_arg(args, "lastEventId")
-    return Admission(unique(inferred + manual), claims, resume)
+            manual = parse_subscriptions(decoded)
+        except SubscriptionError as error:
+            raise SetupError(400, f"could not parse subscriptions: {error}") from None
+        self.claims = claims
+        self.subscriptions = inferred + manual
+        self.check = None
+        if text is not None and not isinstance(hub.auth.subscription_check, NoCheck):
+            self.check = CheckRequest(
+                json.dumps({"subscriptions": decoded}).encode(),
+                "application/json; charset=utf-8",
+                (f"Bearer {token}",) if token is not None else (),
+                *trace,
+            )
+
+    def admission(self):
+        """The Admission, once the subscription check (if any) allowed it."""
+        if not self.longpoll and not self.hub.rate_limit.allow():
+            raise SetupError(429, RATE_LIMITED)
+        resume = self.last_event_id or query_arg(self.args, "lastEventId")
+        return Admission(unique(self.subscriptions), self.claims, resume)

@@ -1,10 +1,13 @@
 """Server-Sent Events: ``GET /_rig/v1/connection/sse`` (spec Part B 2.3)."""
+from functools import partial
+
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from rig.connections.frames import HEARTBEAT, chunk, sse_chunked_frame, sse_plain_frame
-from rig.connections.setup import SetupError, admit
+from rig.connections.setup import SetupError, admit_at_once
 from rig.events import rig_event
 from rig.httputil import client_gone, respond
 from rig.hub.closing import SHUTDOWN
@@ -111,15 +114,43 @@ def _last_event_id(request):
     return value.decode("utf-8", "replace").strip() or None if value else None
 
 
-async def serve_sse(hub, cors, request):
-    """Validate, answer 200 with the stream headers, and register the connection."""
+def serve_sse(hub, cors, request):
+    """Validate, answer 200 with the stream headers, and register the connection (at
+    once, unless an external subscription check has to answer first)."""
     try:
-        admission = await admit(hub, request.args, last_event_id=_last_event_id(request),
-                                trace=request_trace_context(request))
+        admission = admit_at_once(hub, request.args, last_event_id=_last_event_id(request),
+                                  trace=request_trace_context(request))
     except SetupError as error:
-        return respond(request, error.status, error.message, content_type=None)
+        return _refused(request, error)
+    if isinstance(admission, Deferred):
+        return admission.addCallbacks(partial(_open_stream, hub, cors, request),
+                                      partial(_refused_after_check, request))
+    return _open_stream(hub, cors, request, admission)
+
+
+def _refused(request, error):
+    return respond(request, error.status, error.message, content_type=None)
+
+
+def _refused_after_check(request, failure):
+    failure.trap(SetupError)  # anything else is the router's 500
+    return _refused(request, failure.value)
+
+
+def _open_stream(hub, cors, request, admission):
     if client_gone(request):
         return NOT_DONE_YET  # the client left while we were checking
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-cache")
+    request.setHeader(b"access-control-allow-origin", cors)
+    # the head goes out with the welcome (one send, not two); frames follow on the raw
+    # transport
+    connection = SSEConnection(hub, request, hub.new_local_id(), head=request.start_stream())
+    request.notifyFinish().addBoth(connection._lost)
+    if admission.join(hub, connection) is not None:
+        connection.heartbeat()  # the cluster is yet to confirm: the head goes out now
+    return NOT_DONE_YET  # the client left while we were checking
     request.setResponseCode(200)
     request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
     request.setHeader(b"cache-control", b"no-cache")

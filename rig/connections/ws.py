@@ -10,12 +10,13 @@ from types import FunctionType
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rig.connections.frames import WS_PING, ws_frame
-from rig.connections.setup import SetupError, admit
+from rig.connections.setup import SetupError, admit_at_once
 from rig.connections.upgrade import WebSocketUpgrade
 from rig.hub.closing import SHUTDOWN
 from rig.hub.interface import IConnection
@@ -151,9 +152,19 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self):
         handshake, self._query = self._query, None
         self._slim()
-        admitting = ensureDeferred(self._admit(handshake)).addErrback(self._admit_failed)
-        if not admitting.called:  # a subscription check is asked: the 101 goes out now
-            self._send_head()
+        query, trace = handshake
+        try:
+            admission = admit_at_once(self.factory.hub, query, trace=trace)
+            if isinstance(admission, Deferred):  # a subscription check is asked
+                self._send_head()  # the 101 goes out now
+                admission.addCallbacks(self._admitted, self._refused_after_check) \
+                    .addErrback(self._admit_failed)
+            else:
+                self._admitted(admission)
+        except SetupError as error:
+            self._refuse(error)
+        except Exception:
+            self._admit_failed(Failure())
 
     def _admit_failed(self, failure):
         """Never leave a half-made connection open: log, and close it (1011)."""
@@ -164,18 +175,19 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=1011, reasonUtf8=b"Internal error.", isReply=False)
         self.dropConnection(abort=False)
 
-    async def _admit(self, handshake):
-        hub = self.factory.hub
-        query, trace = handshake
-        try:
-            admission = await admit(hub, query, trace=trace)
-        except SetupError as error:
-            # not sendClose: it refuses 1001, the code for "this node is going away"
-            self.sendCloseFrame(code=error.close_code, isReply=False,
-                                reasonUtf8=encode_truncate(error.close_reason, 123))
-            return
+    def _refuse(self, error):
+        # not sendClose: it refuses 1001, the code for "this node is going away"
+        self.sendCloseFrame(code=error.close_code, isReply=False,
+                            reasonUtf8=encode_truncate(error.close_reason, 123))
+
+    def _refused_after_check(self, failure):
+        failure.trap(SetupError)  # anything else is _admit_failed's
+        self._refuse(failure.value)
+
+    def _admitted(self, admission):
         if self.state != self.STATE_OPEN:
             return  # the client left while we were checking
+        hub = self.factory.hub
         self.local_id = hub.new_local_id()
         self.token = hub.token_for(self.local_id)
         self._send_limit = hub.send_queue_limit
