@@ -150,15 +150,4 @@ def _open_stream(hub, cors, request, admission):
     request.notifyFinish().addBoth(connection._lost)
     if admission.join(hub, connection) is not None:
         connection.heartbeat()  # the cluster is yet to confirm: the head goes out now
-    return NOT_DONE_YET  # the client left while we were checking
-    request.setResponseCode(200)
-    request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-cache")
-    request.setHeader(b"access-control-allow-origin", cors)
-    # the head goes out with the welcome (one send, not two); frames follow on the raw
-    # transport
-    connection = SSEConnection(hub, request, hub.new_local_id(), head=request.start_stream())
-    request.notifyFinish().addBoth(connection._lost)
-    if admission.join(hub, connection) is not None:
-        connection.heartbeat()  # the cluster is yet to confirm: the head goes out now
     return NOT_DONE_YET
