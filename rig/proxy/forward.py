@@ -177,7 +177,6 @@ class Forwarder:
     log = Logger()
 
     def __init__(self, reactor, pool, *, recv_timeout, by_address, policy=None):
-        self._reactor = reactor
         self._pool = pool
         self._timeouts = FixedTimeouts(reactor, recv_timeout)  # until the response head
         self._by_address = by_address.encode("latin-1")
