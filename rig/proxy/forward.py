@@ -19,7 +19,7 @@ from rig.httputil import abort_response, client_gone, respond_now
 from rig.proxy.targets import TargetPolicy, TargetRefused
 from rig.proxy.upstream import INLINE_BODY_BYTES
 from rig.timeouts import FixedTimeouts
-from rig.tracing.context import child_header_lines
+from rig.tracing.context import child_lines
 
 HOP_BY_HOP = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
@@ -85,7 +85,7 @@ def upstream_head(request, route, target, *, host, port, by_address, trace=None)
              f"{host}:{port}".encode(), b"\r\n"]
     # one pass over the client's headers: those forwarded, and those read here
     kept = []
-    listed = previous = incoming_host = None
+    listed = previous = incoming_host = traceparent = tracestate = None
     for name, values in request_headers.getAllRawHeaders():
         lowered = name.lower()
         if lowered not in NOT_FORWARDED:
@@ -96,6 +96,10 @@ def upstream_head(request, route, target, *, host, port, by_address, trace=None)
             previous = values
         elif lowered == b"host":
             incoming_host = values
+        elif lowered == b"traceparent":
+            traceparent = values
+        elif lowered == b"tracestate":
+            tracestate = values
     also_dropped = _connection_tokens(listed) if listed else ()
     for lowered, name, values in kept:
         if lowered not in also_dropped:
@@ -114,7 +118,7 @@ def upstream_head(request, route, target, *, host, port, by_address, trace=None)
               b"\r\n")
     if incoming_host:
         lines += (b"X-Forwarded-Host: ", incoming_host[0], b"\r\n")
-    lines.append(child_header_lines(request_headers) if trace is None
+    lines.append(child_lines(traceparent, tracestate) if trace is None
                  else trace.header_lines())
     return lines
 

@@ -27,6 +27,8 @@ INLINE_BODY_BYTES = 65536  # request bodies up to this size go out with the head
 PENDING_LIMIT = 1 << 20  # body bytes buffered before the receiver is attached
 RETRIED_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"DELETE"))
 _NO_BODY_CODES = frozenset((204, 304))
+_BLANKS = b" \t"  # a header name must not end, nor a line begin, with one (bytes: ints)
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 _log = Logger()
 
 # how a response body is delimited
@@ -290,45 +292,39 @@ class UpstreamConnection(Protocol):
         if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
             raise ValueError("a bare CR or LF in the head")  # header lines are passed on as sent
         lines = head.split(b"\r\n")
-        version, _, status = lines[0].partition(b" ")
-        code_text, _, phrase = status.partition(b" ")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code_text) != 3:
-            raise ValueError(repr(lines[0][:40]))
-        code = int(code_text)
-        if code < 100:
-            raise ValueError(f"status {code}")
+        version, code, phrase = _status_line(lines[0])
         if code < 200:
-            if code == 101:
-                raise ValueError("101 Switching Protocols was not asked for")
             return None
         headers = []
         length = None
-        chunked = False
+        chunked = encoded = False
         keep_alive = version == b"HTTP/1.1"
         connection_header = ()
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
-            if not colon or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
+            if not colon or not name or name[-1] in _BLANKS or line[0] in _BLANKS:
                 raise ValueError(f"bad header line {line[:40]!r}")
             name = name.lower()
             value = value.strip(b" \t")
-            if name == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise ValueError("bad Content-Length")
-                length = int(value)
-                continue
-            if name == b"transfer-encoding":
-                chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
-                if not chunked:
-                    keep_alive = False  # delimited by the close
-            elif name == b"connection":
-                connection_header += (value,)
-                if b"close" in value.lower():
-                    keep_alive = False
+            if name in _FRAMING:
+                if name == b"content-length":
+                    if not value.isdigit() or (length is not None and int(value) != length):
+                        raise ValueError("bad Content-Length")
+                    length = int(value)
+                    continue
+                if name == b"transfer-encoding":
+                    encoded = True
+                    chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+                    if not chunked:
+                        keep_alive = False  # delimited by the close
+                else:  # connection
+                    connection_header += (value,)
+                    if b"close" in value.lower():
+                        keep_alive = False
             headers.append((name, value, line))
         if self._exchange.method == b"HEAD" or code in _NO_BODY_CODES:
             mode = _NONE
-        elif chunked or any(header[0] == b"transfer-encoding" for header in headers):
+        elif encoded:
             mode, length = (_CHUNKED if chunked else _CLOSE), None
         elif length is not None:
             mode = _LENGTH if length else _NONE
@@ -474,6 +470,21 @@ class UpstreamConnection(Protocol):
         else:
             self._finish(error)
         self.transport.abortConnection()
+
+
+def _status_line(line):
+    """``(version, code, phrase)`` of a response's status line; ValueError if it is not
+    HTTP/1.x or asks to switch protocols (nobody asked)."""
+    version, _, status = line.partition(b" ")
+    code_text, _, phrase = status.partition(b" ")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code_text) != 3:
+        raise ValueError(repr(line[:40]))
+    code = int(code_text)
+    if code < 100:
+        raise ValueError(f"status {code}")
+    if code == 101:
+        raise ValueError("101 Switching Protocols was not asked for")
+    return version, code, phrase
 
 
 class UpstreamPool:

@@ -75,7 +75,13 @@ def child_header_lines(headers):
     """The ``traceparent`` (and ``tracestate``) request-head lines for a child of what
     *headers* (a twisted.web ``Headers``) carry, when no span is recorded: the
     proxy's path, in bytes, without building a :class:`rig.tracing.tracer.Trace`."""
-    incoming = headers.getRawHeaders(b"traceparent")
+    return child_lines(headers.getRawHeaders(b"traceparent"),
+                       headers.getRawHeaders(b"tracestate"))
+
+
+def child_lines(incoming, state):
+    """:func:`child_header_lines` from the raw ``traceparent`` and ``tracestate`` values
+    (lists, or None), for a caller that has read the headers already."""
     if incoming is None:
         return b"traceparent: 00-%032x-%016x-01\r\n" % (getrandbits(128) | 1,
                                                           getrandbits(64) | 1)
@@ -90,7 +96,6 @@ def child_header_lines(headers):
                                                               getrandbits(64) | 1)
         trace_id, flags = parsed[0].encode(), parsed[2].encode()
     line = b"traceparent: 00-%s-%016x-%s\r\n" % (trace_id, getrandbits(64) | 1, flags)
-    state = headers.getRawHeaders(b"tracestate")
     if state:
         state = b",".join(state)
         if len(state) <= MAX_TRACESTATE:
