@@ -130,3 +130,22 @@ def _recording(factory, clients):
         clients.append(request.getClientAddress())
         return request
     return make
+
+
+def test_a_head_that_arrives_whole_is_not_timed_and_a_trickled_one_gets_408():
+    clock = Clock()
+    site = _site([], clock, idle_timeout=60, header_timeout=5)
+    channel, transport = _open(site)
+    idle_timers = len(clock.getDelayedCalls())  # the idle timer only
+    channel.dataReceived(GET)
+    assert len(clock.getDelayedCalls()) == idle_timers  # no head timer was made
+    assert transport.value().count(b"200 OK") == 1
+    channel.dataReceived(GET[:10])  # the next head comes in pieces
+    assert len(clock.getDelayedCalls()) == idle_timers + 1
+    for _ in range(4):
+        clock.advance(1)
+        channel.dataReceived(b"a")  # every byte restarts the idle timer, not this one
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert b"HTTP/1.1 408 Request Timeout" in transport.value()
+    assert transport.disconnecting

@@ -244,10 +244,13 @@ class RigChannel(http.HTTPChannel):
     # byte: the idle timeout restarts with every byte, so one header byte every few
     # seconds would otherwise hold a connection (and a file descriptor) forever. One
     # timer per connection checks the head in progress when it fires (a timer set and
-    # cancelled per request would cost two heap operations on every request).
+    # cancelled per request would cost two heap operations on every request). A head
+    # whose end comes in the same read as its start (nearly all) is never timed: a
+    # short connection (an SSE or WebSocket connect) then makes no head timer at all.
 
     def dataReceived(self, data):
-        if self._in_head and self._head_started is None and self.site.header_timeout:
+        if (self._in_head and self._head_started is None and self.site.header_timeout
+                and b"\r\n\r\n" not in data):
             self._head_started = self.site.reactor.seconds()
             if self._head_timer is None:
                 self._head_timer = self.site.reactor.callLater(self.site.header_timeout,
