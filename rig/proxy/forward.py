@@ -59,8 +59,11 @@ def forwarded_path(route, path):
     return route.pattern.sub(replacement, path.decode("utf-8", "replace"), count=1).encode()
 
 
+@lru_cache(maxsize=256)
 def _connection_tokens(values):
-    return {token.strip().lower() for value in values for token in value.split(b",")}
+    """The header names a ``Connection`` header lists (*values*: a tuple of its values),
+    made once per distinct header: a client or a backend sends the same one each time."""
+    return frozenset(token.strip().lower() for value in values for token in value.split(b","))
 
 
 @lru_cache(maxsize=256)
@@ -100,7 +103,7 @@ def upstream_head(request, route, target, *, host, port, by_address, trace=None)
             traceparent = values
         elif lowered == b"tracestate":
             tracestate = values
-    also_dropped = _connection_tokens(listed) if listed else ()
+    also_dropped = _connection_tokens(tuple(listed)) if listed else ()
     for lowered, name, values in kept:
         if lowered not in also_dropped:
             for value in values:
