@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from rig.httputil import abort_response, client_gone, is_http2, redacted_path, respond
 from rig.hub.outbox import write_now
+from rig.twistedcompat import receive_whole_head
 from rig.web.h2 import take_over
 
 _REQUEST_LINE = re.compile(rb"[A-Z]{3,10} ")
@@ -249,12 +250,16 @@ class RigChannel(http.HTTPChannel):
     # short connection (an SSE or WebSocket connect) then makes no head timer at all.
 
     def dataReceived(self, data):
-        if (self._in_head and self._head_started is None and self.site.header_timeout
-                and b"\r\n\r\n" not in data):
-            self._head_started = self.site.reactor.seconds()
-            if self._head_timer is None:
-                self._head_timer = self.site.reactor.callLater(self.site.header_timeout,
-                                                               self._check_head)
+        if self._in_head:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if self._head_started is None and self.site.header_timeout:
+                    self._head_started = self.site.reactor.seconds()
+                    if self._head_timer is None:
+                        self._head_timer = self.site.reactor.callLater(
+                            self.site.header_timeout, self._check_head)
+            elif end == len(data) - 4 and receive_whole_head(self, data):
+                return  # the whole head, and nothing after it
         super().dataReceived(data)
 
     def lineReceived(self, line):
