@@ -18,6 +18,8 @@ def _site(seen):
                      request.content.read()))
         if request.path == b"/park":
             return NOT_DONE_YET
+        if request.path == b"/feed":  # more bytes arrive while this request is handled
+            request.channel.dataReceived(b"GET /fed HTTP/1.1\r\nHost: y\r\n\r\n")
         return b"ok"
 
     return RigSite(Router([], record), reactor=Clock())
@@ -86,6 +88,7 @@ def test_a_head_in_one_read_is_answered_as_line_by_line(name):
     [b"GET /1 HTTP/1.1\r\n\r\n", b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"],
     [b"GET /park HTTP/1.1\r\n\r\n", b"GET /2 HTTP/1.1\r\n\r\n"],  # arrives while one is open
     [b"GET /1 HTTP/1.0\r\n\r\n", b"GET /2 HTTP/1.1\r\n\r\n"],  # after a last request
+    [b"GET /feed HTTP/1.1\r\n\r\n"],
 ])
 def test_a_body_or_the_next_request_in_a_later_read_is_answered_as_line_by_line(reads):
     assert _answer(reads) == _answer(reads, whole_head_path=False)
@@ -104,6 +107,8 @@ def test_the_heads_above_are_answered_and_refused_as_expected():
         answer, seen, closed = _answer([HEADS[bad]])
         assert answer.startswith(b"HTTP/1.1 400 Bad Request") and closed and not seen, bad
     assert len(_answer([HEADS["500 headers"]])[1][0][3][0][1]) == 500
+    answer, seen, _ = _answer([b"GET /feed HTTP/1.1\r\n\r\n"])
+    assert [uri for _, uri, *_ in seen] == [b"/feed", b"/fed"] and answer.count(b"200 OK") == 2
 
 
 def test_a_whole_head_skips_the_line_by_line_path():
