@@ -293,7 +293,7 @@ def receive_whole_head(channel, data):
     if (len(data) > channel.MAX_LENGTH or len(data) > channel.totalHeadersSize
             or channel.paused or not channel.line_mode or channel._buffer
             or channel._busyReceiving or not channel.persistent
-            or channel._HTTPChannel__first_line != 1 or channel._HTTPChannel__header):
+            or channel._HTTPChannel__first_line != 1):
         return False
     lines = data[:-4].split(b"\r\n")
     first = lines[0]

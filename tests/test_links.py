@@ -347,6 +347,14 @@ async def test_garbage_and_oversized_frames_close_only_that_connection(make_link
     assert a.is_up(b.address)
 
 
+def _new_timers(before):
+    """The reactor's timers not in *before*, except HTTP channels': the reactor is the
+    whole session's, and an HTTP connection of an earlier test that times out meanwhile
+    (twisted.web's 15 s abort timer) is not the links'."""
+    return {call for call in set(reactor.getDelayedCalls()) - before
+            if not isinstance(getattr(call.func, "__self__", None), HTTPChannel)}
+
+
 @pytest_twisted.ensureDeferred
 async def test_stop_leaves_no_delayed_calls(make_links):
     before = set(reactor.getDelayedCalls())
@@ -368,10 +376,6 @@ async def test_stop_leaves_no_delayed_calls(make_links):
     assert set(reactor.getDelayedCalls()) - before
     await a.stop()
     await silent.lost.addTimeout(TIMEOUT, reactor)
-    # the reactor is the whole session's: an HTTP connection of an earlier test that
-    # times out meanwhile (twisted.web's 15 s abort timer) is not the links'
-    left = [call for call in set(reactor.getDelayedCalls()) - before if call.active()
-            and not isinstance(getattr(call.func, "__self__", None), HTTPChannel)]
-    assert left == []
+    assert [call for call in _new_timers(before) if call.active()] == []
     a.send(b.address, {"n": 3})  # after stop: dropped, no new connection
-    assert set(reactor.getDelayedCalls()) - before == set()
+    assert _new_timers(before) == set()
