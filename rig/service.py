@@ -181,6 +181,7 @@ class RigService(MultiService):
     metrics = None
     systemd = None
     tracing = None
+    upstream_pool = None  # the proxy's keep-alive connections to backends
 
     def __init__(self, hub):
         super().__init__()
@@ -208,9 +209,17 @@ class RigService(MultiService):
         return "Ready: " + ", ".join(parts)
 
     def stopService(self):
-        """Stop every child; after a stop caused by SIGTERM, twistd then exits with status 0."""
+        """Stop every child, then close the connections kept alive to backends, checkers
+        and the JWKS endpoint (the drains have let every request finish by then); after
+        a stop caused by SIGTERM, twistd then exits with status 0."""
         stopped = super().stopService()
-        return stopped.addCallback(self._forget_sigterm)
+        return stopped.addCallback(self._close_outbound).addCallback(self._forget_sigterm)
+
+    def _close_outbound(self, result):
+        if self.upstream_pool is not None:
+            self.upstream_pool.close()
+        closing = self.hub.auth.close_connections()
+        return closing.addCallback(lambda _: result)
 
     def _forget_sigterm(self, result):
         forget_sigterm(self.hub.reactor)
@@ -281,9 +290,10 @@ class RigService(MultiService):
             service.redis.setServiceParent(service)
         nats_target = cls._make_nats(service, settings, reactor, tracing=tracing, node=node)
         cls._add_cluster_services(service)
+        service.upstream_pool = UpstreamPool(reactor)
         proxy = Proxy(
             store=store,
-            forwarder=Forwarder(reactor, UpstreamPool(reactor),
+            forwarder=Forwarder(reactor, service.upstream_pool,
                                 recv_timeout=settings.proxy_recv_timeout,
                                 by_address=_address_of(settings.host), policy=policy),
             correlations=correlations, validator=hub.auth.validator,

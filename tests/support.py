@@ -117,7 +117,8 @@ class Gateway:
     async def stop(self):
         for client in self.clients:
             client.disconnect()
-        await self.service.stopService()
+        if self.service.running:  # a test may have stopped it already
+            await self.service.stopService()
         await self.pool.closeCachedConnections()
 
 
@@ -350,9 +351,19 @@ class StubServer:
     """
 
     def __init__(self, answer):
-        from twisted.web import resource, server
+        from twisted.web import http, resource, server
 
         stub = self
+        self.open_connections = set()  # the HTTP channels of connections still open
+
+        class _Channel(http.HTTPChannel):
+            def connectionMade(self):
+                super().connectionMade()
+                stub.open_connections.add(self)
+
+            def connectionLost(self, reason):
+                stub.open_connections.discard(self)
+                super().connectionLost(reason)
 
         class _Resource(resource.Resource):
             isLeaf = True
@@ -380,6 +391,7 @@ class StubServer:
         self.requests = []
         self.hanging = []
         self.site = server.Site(_Resource(), parsePOSTFormSubmission=False)  # bodies as sent
+        self.site.protocol = _Channel
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
 
     @property

@@ -7,7 +7,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from tests.support import make_jwt, within
+from rig.testing import eventually
+from tests.support import make_jwt, subs_query, within
 
 AUTH = {"jwt_secret_key": "mysecret"}
 
@@ -473,3 +474,24 @@ async def test_an_incoming_forwarded_chain_and_host_are_extended_and_passed_on(m
     assert headers["x-forwarded-host"] == "books.example"
     assert headers["host"] == f"127.0.0.1:{port}"
     assert headers["x-kept"] == "end to end" and "x-private" not in headers
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopped_gateway_closes_its_connections_to_backends_and_checkers(make_gateway,
+                                                                                stub_server):
+    """Keep-alive connections to a backend and to a subscription checker are closed
+    once the gateway has stopped, not left to the far end's idle timeout."""
+    backend = stub_server(echo)
+    checker = stub_server(lambda info: (200, b""))
+    gateway = make_gateway(subscription_check=checker.url, proxy_config=(
+        api(backend.port.getHost().port, endpoint("get", "GET", "/books")),))
+    response = await gateway.request("GET", "/books")
+    assert response.code == 200
+    await within(response.text())
+    client = await gateway.sse("?subscriptions=" + subs_query([{"eventType": "greeting"}]))
+    assert client.status == 200 and checker.requests
+    await eventually(reactor, lambda: backend.open_connections and checker.open_connections,
+                     5, "both connections kept alive")
+    await gateway.stop()
+    await eventually(reactor, lambda: not backend.open_connections
+                     and not checker.open_connections, 5, "both connections closed")

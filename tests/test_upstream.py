@@ -196,6 +196,22 @@ def test_idle_connections_close_after_the_idle_timeout():
     assert pool._idle[KEY] == [] and transport.disconnecting
 
 
+def test_a_closed_pool_closes_its_idle_connections_and_each_busy_one_when_done():
+    """At shutdown: what is idle closes at once, a response in progress ends first."""
+    pool, busy, busy_transport, heads = exchange()
+    idle = UpstreamConnection(pool, KEY)
+    idle_transport = StringTransport()
+    idle.makeConnection(idle_transport)
+    pool.release(idle)
+    pool.close()
+    assert idle_transport.disconnecting and not busy_transport.disconnecting
+    busy.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    receiver = Receiver()
+    heads[0].deliver_body(receiver)
+    assert (receiver.body, receiver.error) == (b"ok", None)
+    assert busy_transport.disconnecting and not pool._idle.get(KEY)
+
+
 class Backend(protocol.Protocol):
     """Answers each request head with *answer*; a connection that served ``serve``
     requests closes on the next one."""

@@ -2,6 +2,7 @@
 import attrs
 import treq
 from treq.client import HTTPClient
+from twisted.internet.defer import succeed
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from rig.auth.blacklist import Blacklist
@@ -17,6 +18,7 @@ class Authority:
     subscription_check: object = attrs.Factory(NoCheck)
     submission_check: object = attrs.Factory(NoCheck)
     jwks: JWKSKeys | None = None
+    http: object = None  # the OutboundHTTP the checks and JWKS use (closed at shutdown)
 
     @classmethod
     def unconfigured(cls, clock):
@@ -45,7 +47,7 @@ class Authority:
                               timeout=settings.auth_check_timeout, tracing=tracing, name=name)
 
         return cls(validator, blacklist, check(settings.subscription_check, "subscription check"),
-                   check(settings.submission_check, "submission check"), jwks)
+                   check(settings.submission_check, "submission check"), jwks, http)
 
     def start(self):
         self.blacklist.start()
@@ -57,6 +59,11 @@ class Authority:
         if self.jwks is not None:
             self.jwks.stop()
 
+    def close_connections(self):
+        """Close the kept-alive connections to checkers and the JWKS endpoint (once no
+        request is in progress: at the end of a shutdown); a Deferred."""
+        return self.http.close() if self.http is not None else succeed(None)
+
 
 @attrs.define
 class OutboundHTTP:
@@ -64,6 +71,11 @@ class OutboundHTTP:
 
     client: HTTPClient
     timeout: float = 5.0
+    pool: HTTPConnectionPool | None = None
+
+    def close(self):
+        """Close the pool's idle connections; a Deferred."""
+        return self.pool.closeCachedConnections() if self.pool is not None else succeed(None)
 
     def get_body(self, url):
         getting = self.client.get(url, timeout=self.timeout)
@@ -83,4 +95,4 @@ class OutboundHTTP:
 def outbound_http(reactor):
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    return OutboundHTTP(HTTPClient(Agent(reactor, pool=pool)))
+    return OutboundHTTP(HTTPClient(Agent(reactor, pool=pool)), pool=pool)

@@ -500,6 +500,7 @@ class UpstreamPool:
         self._idle = {}  # key -> [UpstreamConnection], the most recently used last
         self._endpoints = {}
         self._sweep = None
+        self._closed = False
 
     def request(self, key, method, head, body=None):
         """Send *head* (the request line and headers, CRLF-terminated) and *body*
@@ -557,7 +558,7 @@ class UpstreamPool:
     def release(self, connection):
         """*connection* finished a response and may carry the next request."""
         idle = self._idle.setdefault(connection.key, [])
-        if len(idle) >= self.per_host:
+        if len(idle) >= self.per_host or self._closed:
             connection.transport.loseConnection()
             return
         connection.idle_since = self._reactor.seconds()
@@ -582,7 +583,9 @@ class UpstreamPool:
             self._sweep = self._reactor.callLater(self.idle_timeout, self._close_idle)
 
     def close(self):
-        """Close every idle connection (at shutdown)."""
+        """Close every idle connection, and each busy one once its response is done (at
+        shutdown)."""
+        self._closed = True
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
