@@ -2,7 +2,7 @@
 
     python benchmarks/inprocess.py proxy        # one proxied GET, client to backend and back
     python benchmarks/inprocess.py web          # one GET answered by a trivial handler
-    python benchmarks/inprocess.py sse          # one SSE connect: accept, GET, welcome, close
+    python benchmarks/inprocess.py sse          # one SSE connect (one subscription), welcome, close
     python benchmarks/inprocess.py proxy --profile   # cProfile, by own time
     PYTHONPATH=/tmp/old python benchmarks/inprocess.py proxy   # another checkout
 
@@ -36,8 +36,9 @@ API = [{"id": "bench", "name": "bench", "proxy": {"target_url": "127.0.0.1", "po
         "version_data": {"default": {"endpoints": [
             {"id": "hello", "method": "GET", "path_regex": "/hello"}]}}}]
 GET = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
-SSE = (b"GET /_rig/v1/connection/sse HTTP/1.1\r\nHost: 127.0.0.1:4000\r\n"
-       b"Accept: text/event-stream\r\n\r\n")
+# as connect_rate.py connects: one subscription in the query
+SSE = (b"GET /_rig/v1/connection/sse?subscriptions=%5B%7B%22eventType%22%3A%22greeting%22%7D%5D"
+       b" HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nAccept: text/event-stream\r\n\r\n")
 BACKEND_ANSWER = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 07 Dec 2026 20:30:00 GMT\r\n"
                   b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive"
                   b"\r\n\r\nok")

@@ -13,12 +13,7 @@ from twisted.internet.defer import ensureDeferred
 from rig.auth.checks import CheckRequest, NoCheck
 from rig.auth.jwt import InvalidJWT
 from rig.hub.closing import SHUTDOWN
-from rig.subscriptions.model import (
-    SubscriptionError,
-    decode_subscriptions_param,
-    parse_subscriptions,
-    unique,
-)
+from rig.subscriptions.model import SubscriptionError, unique
 
 BAD_REQUEST = "Bad request."
 RATE_LIMITED = "Reached maximum number of connections"
@@ -43,7 +38,7 @@ class Admission:
     """An accepted connection's subscriptions, the claims of its JWT (if any),
     and the last event id it resumes from (if any)."""
 
-    subscriptions: list
+    subscriptions: tuple | list
     claims: dict | None = None
     resume: str | None = None
 
@@ -116,13 +111,18 @@ class _Admitting:
         self.hub, self.args, self.longpoll = hub, args, longpoll
         self.last_event_id = last_event_id
         text = query_arg(args, "subscriptions")
-        decoded = []
+        decoded, manual, params = [], (), hub.subscription_params
         if text is not None:
-            try:
-                decoded = decode_subscriptions_param(text, allow_wrapped=longpoll)
-            except ValueError as error:
-                message = f"Failed to decode subscription list: {error}"
-                raise SetupError(400, message, close_reason=message) from None
+            known = params.known(text, longpoll)
+            if known is not None:
+                decoded, manual = known
+            else:
+                try:
+                    decoded = params.decode(text, longpoll)
+                except ValueError as error:
+                    message = f"Failed to decode subscription list: {error}"
+                    raise SetupError(400, message, close_reason=message) from None
+                manual = None  # parsed after the JWT: its error is said first
         claims, inferred = None, []
         token = query_arg(args, "jwt")
         if token is not None:
@@ -133,12 +133,14 @@ class _Admitting:
                     400, f"could not parse subscriptions: could not decode JWT: {error}"
                 ) from None
             inferred = hub.subscriptions_from_claims(claims)
-        try:
-            manual = parse_subscriptions(decoded)
-        except SubscriptionError as error:
-            raise SetupError(400, f"could not parse subscriptions: {error}") from None
+        if manual is None:
+            try:
+                manual = params.parse(text, longpoll, decoded)
+            except SubscriptionError as error:
+                raise SetupError(400, f"could not parse subscriptions: {error}") from None
         self.claims = claims
-        self.subscriptions = inferred + manual
+        # unique already: the manual ones on their own need no second pass
+        self.subscriptions = unique(inferred + list(manual)) if inferred else manual
         self.check = None
         if text is not None and not isinstance(hub.auth.subscription_check, NoCheck):
             self.check = CheckRequest(
@@ -153,4 +155,4 @@ class _Admitting:
         if not self.longpoll and not self.hub.rate_limit.allow():
             raise SetupError(429, RATE_LIMITED)
         resume = self.last_event_id or query_arg(self.args, "lastEventId")
-        return Admission(unique(self.subscriptions), self.claims, resume)
+        return Admission(self.subscriptions, self.claims, resume)

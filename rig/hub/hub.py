@@ -30,6 +30,7 @@ from rig.subscriptions.extractors import ExtractorConfig
 from rig.subscriptions.index import SubscriptionIndex
 from rig.subscriptions.inference import jwt_subscriptions
 from rig.subscriptions.model import Subscription
+from rig.subscriptions.params import SubscriptionParams
 
 
 @attrs.define(slots=True)
@@ -80,6 +81,7 @@ class Hub:
         self.extractors = extractors or ExtractorConfig()
         self.codec = codec or TokenCodec.from_cookie("rig@127.0.0.1", None)
         self.index = SubscriptionIndex(self.extractors)
+        self.subscription_params = SubscriptionParams()  # what connects asked for lately
         self.outbox = Outbox(reactor)
         self.rate_limit = ConnectionRateLimit(reactor, max_connections_per_minute)
         self.send_queue_limit = send_queue_limit
