@@ -11,7 +11,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from rig.connections.frames import HEARTBEAT, chunk
 from rig.connections.longpoll import serve_longpoll
-from rig.connections.sse import serve_sse
+from rig.connections.sse import serve_sse, sse_headers
 from rig.connections.ws import RigWebSocketFactory, RigWebSocketProtocol
 from rig.events import parse_structured
 from rig.hub import ConnectionRateLimit, Hub
@@ -150,7 +150,7 @@ def test_rate_limit_window_resets_each_minute():
 def test_sse_heartbeat_frames_on_the_stream():
     clock, hub = make_hub(heartbeat_interval=15.0)
     request = make_request()
-    assert served(partial(serve_sse, hub, b"*"), request) is NOT_DONE_YET
+    assert served(partial(serve_sse, hub, sse_headers(b"*")), request) is NOT_DONE_YET
     clock.advance(0)
     head = written(request)
     assert b"200 OK" in head and b"event: rig.connection.create" in head

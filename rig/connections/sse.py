@@ -3,6 +3,7 @@ from functools import partial
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
@@ -103,7 +104,8 @@ class SSEConnection:
             (write_stream if self.http2 else write_now)(transport, last)
         self.request.finish()
 
-    def _lost(self, _reason):
+    def _lost(self):
+        """The client left (the stream had not ended)."""
         self.transport = None
         self.hub.unregister(self)
 
@@ -114,18 +116,30 @@ def _last_event_id(request):
     return value.decode("utf-8", "replace").strip() or None if value else None
 
 
-def serve_sse(hub, cors, request):
-    """Validate, answer 200 with the stream headers, and register the connection (at
-    once, unless an external subscription check has to answer first)."""
+def sse_headers(cors):
+    """The response headers of every stream (``CORS`` allowing *cors*): made once, by
+    twisted.web's ``Headers``, which checks names and values as ``setHeader`` would."""
+    headers = Headers()
+    headers.setRawHeaders(b"content-type", [b"text/event-stream; charset=utf-8"])
+    headers.setRawHeaders(b"cache-control", [b"no-cache"])
+    headers.setRawHeaders(b"access-control-allow-origin", [cors])
+    return tuple((name, value) for name, values in headers.getAllRawHeaders()
+                 for value in values)
+
+
+def serve_sse(hub, headers, request):
+    """Validate, answer 200 with the stream *headers* (:func:`sse_headers`), and
+    register the connection (at once, unless an external subscription check has to
+    answer first). HEAD gets the head a GET would get, and no stream."""
     try:
         admission = admit_at_once(hub, request.args, last_event_id=_last_event_id(request),
                                   trace=request_trace_context(request))
     except SetupError as error:
         return _refused(request, error)
     if isinstance(admission, Deferred):
-        return admission.addCallbacks(partial(_open_stream, hub, cors, request),
+        return admission.addCallbacks(partial(_open_stream, hub, headers, request),
                                       partial(_refused_after_check, request))
-    return _open_stream(hub, cors, request, admission)
+    return _open_stream(hub, headers, request, admission)
 
 
 def _refused(request, error):
@@ -137,17 +151,18 @@ def _refused_after_check(request, failure):
     return _refused(request, failure.value)
 
 
-def _open_stream(hub, cors, request, admission):
+def _open_stream(hub, headers, request, admission):
     if client_gone(request):
         return NOT_DONE_YET  # the client left while we were checking
-    request.setResponseCode(200)
-    request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-cache")
-    request.setHeader(b"access-control-allow-origin", cors)
+    if request.method == b"HEAD":
+        for name, value in headers:
+            request.setHeader(name, value)
+        return b""
     # the head goes out with the welcome (one send, not two); frames follow on the raw
     # transport
-    connection = SSEConnection(hub, request, hub.new_local_id(), head=request.start_stream())
-    request.notifyFinish().addBoth(connection._lost)
+    connection = SSEConnection(hub, request, hub.new_local_id(),
+                               head=request.start_stream(headers))
+    request.on_gone = connection._lost  # as notifyFinish's errback, without a Deferred
     if admission.join(hub, connection) is not None:
         connection.heartbeat()  # the cluster is yet to confirm: the head goes out now
     return NOT_DONE_YET

@@ -2,7 +2,7 @@
 from functools import partial
 
 from rig.connections.longpoll import longpoll_preflight, serve_longpoll
-from rig.connections.sse import serve_sse
+from rig.connections.sse import serve_sse, sse_headers
 from rig.connections.subscribe import put_subscriptions, subscriptions_preflight
 from rig.connections.ws import websocket_resource
 from rig.httputil import TEXT, cors_headers, is_http2, preflight, respond
@@ -54,8 +54,8 @@ def inbound_resource(hub, settings, proxy):
             b"OPTIONS": partial(events_preflight, cors),
         }),
         (r"/_rig/v1/connection/sse", {
-            b"GET": partial(serve_sse, hub, cors),
-            b"POST": partial(serve_sse, hub, cors),
+            b"GET": partial(serve_sse, hub, sse_headers(cors)),
+            b"POST": partial(serve_sse, hub, sse_headers(cors)),
         }),
         (r"/_rig/v1/connection/ws", {b"GET": partial(upgrade_to_websocket, websocket)}),
         (r"/_rig/v1/connection/longpolling", {
