@@ -40,3 +40,14 @@ result as UTF-8 (lone surrogates in a string then raise UnicodeEncodeError)."""
 
 compact_sorted = _made_once(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 """As :data:`compact`, with the keys of every object sorted."""
+
+
+def utf8_compact(value):
+    """:data:`compact`, or with every non-ASCII character escaped where a lone surrogate
+    would make the text unencodable as UTF-8 (as :func:`rig.events.rig_event` does)."""
+    text = compact(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, separators=(",", ":"))
+    return text

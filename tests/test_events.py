@@ -703,3 +703,32 @@ def test_rig_event_ids_are_distinct_version_4_uuids():
     for text in ids:
         parsed = uuid.UUID(text)
         assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+
+
+@pytest.mark.parametrize("event_type, data", [
+    ("rig.connection.create", {"connection_token": "AQx-_0Z"}),
+    ("rig.connection.create", {"connection_token": "AQx-_0Z", "recovered": False}),
+    ("rig.subscriptions_set", []),
+    ("rig.subscriptions_set", [{"eventType": "greeting", "oneOf": [{"name": "zoë \u2028"}]}]),
+    ("rig.subscriptions_set", [{"eventType": "lone \ud800 surrogate", "oneOf": []}]),
+])
+def test_a_notice_is_byte_for_byte_the_event_rig_event_makes(event_type, data):
+    from rig.events import rfc3339_utc, rig_notice
+    from rig.jsontext import utf8_compact
+
+    now = 1_800_000_000.123456
+    notice = rig_notice(event_type, utf8_compact(data), rfc3339_utc(now))
+    event = rig_event(event_type, data, now=now)
+    assert notice.json == event.json.replace(event.id.encode(), notice.id.encode())
+    assert (notice.type, notice.document) == (event.type, json.loads(event.json) | {
+        "id": notice.id})
+    assert notice.id != event.id and len(notice.id) == 36
+
+
+def test_a_subscription_makes_its_json_once():
+    from rig.subscriptions.model import Subscription
+
+    subscription = Subscription("greeting", [{"name": "alice"}])
+    text = subscription.json_text()
+    assert text == '{"eventType":"greeting","oneOf":[{"name":"alice"}]}'
+    assert subscription.json_text() is text

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from rig import defaults
 from rig.auth.authority import Authority
-from rig.events import CloudEvent, rig_event
+from rig.events import CloudEvent, rfc3339_utc, rig_notice
 from rig.hub.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
 from rig.hub.interface import IConnection
 from rig.hub.outbox import Outbox
@@ -204,7 +204,7 @@ class Hub:
         """The welcome events, then what the client missed since *resume*: from this
         node's history, or (*elsewhere*) from the node it left plus what this node
         received after the question went out."""
-        welcome = {"connection_token": connection.token}
+        welcome = f'"connection_token":"{connection.token}"'  # base64url: nothing to escape
         missed = ()
         if resume is not None:
             types = {subscription.event_type for subscription in subscriptions}
@@ -216,13 +216,13 @@ class Hub:
                 seen = {event.id for _, event in missed}
                 missed = missed + [(position, event) for position, event
                                    in self.history.since(mark, types)[1] if event.id not in seen]
-            welcome["recovered"] = complete
+            welcome += ',"recovered":true' if complete else ',"recovered":false'
             missed = self._matching(subscriptions, missed)
             self.stats.recoveries["complete" if complete else "incomplete"] += 1
             self.stats.replayed += len(missed)
-        self._send_welcome(connection, rig_event(
-            "rig.connection.create", welcome, now=self.reactor.seconds()))
-        self._subscribe(connection, subscriptions)
+        now = rfc3339_utc(self.reactor.seconds())
+        self._send_welcome(connection, rig_notice("rig.connection.create", f"{{{welcome}}}", now))
+        self._subscribe(connection, subscriptions, now)
         for position, event in missed:
             connection.deliver(connection.framer(event, position))
 
@@ -295,15 +295,14 @@ class Hub:
         of whether the connection was still there)."""
         return self._once_confirmed(connection, subscriptions, self._subscribe)
 
-    def _subscribe(self, connection, subscriptions):
+    def _subscribe(self, connection, subscriptions, now=None):
         self._records[connection.local_id].subscriptions = tuple(subscriptions)
         self.index.set(connection, subscriptions)
         self._by_framer.setdefault(connection.framer, set()).add(connection)
-        self._send_welcome(connection, rig_event(
-            "rig.subscriptions_set",
-            [subscription.to_json() for subscription in subscriptions],
-            now=self.reactor.seconds(),
-        ))
+        listed = ",".join([subscription.json_text() for subscription in subscriptions])
+        self._send_welcome(connection, rig_notice(
+            "rig.subscriptions_set", f"[{listed}]",
+            now or rfc3339_utc(self.reactor.seconds())))
 
     def subscriptions_from_claims(self, claims: dict) -> list[Subscription]:
         return jwt_subscriptions(self.extractors, claims)

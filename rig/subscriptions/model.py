@@ -17,15 +17,24 @@ class SubscriptionError(ValueError):
 class Subscription:
     """One subscription: exact event type, OR of clauses, each an AND of field == value."""
 
-    __slots__ = ("_key", "event_type", "one_of")
+    __slots__ = ("_json_text", "_key", "event_type", "one_of")
 
     def __init__(self, event_type, one_of=()):
         self.event_type = event_type
         self.one_of = tuple(one_of)
         self._key = jsontext.canonical([event_type, self.one_of])
+        self._json_text = None
 
     def to_json(self):
         return {"eventType": self.event_type, "oneOf": list(self.one_of)}
+
+    def json_text(self):
+        """``to_json()`` as compact JSON (encodable as UTF-8), made once: a subscription
+        parsed once (:mod:`rig.subscriptions.params`) is told to many connections."""
+        text = self._json_text
+        if text is None:
+            text = self._json_text = jsontext.utf8_compact(self.to_json())
+        return text
 
     def __eq__(self, other):
         return isinstance(other, Subscription) and self._key == other._key
