@@ -149,3 +149,42 @@ def test_a_head_that_arrives_whole_is_not_timed_and_a_trickled_one_gets_408():
     clock.advance(1)
     assert b"HTTP/1.1 408 Request Timeout" in transport.value()
     assert transport.disconnecting
+
+
+QUERIES = [b"", b"a=1", b"a=1&a=2&b=", b"a;b=2", b"x=%5B%7B%22e%22%7D%5D&y=a+b%2Bc", b"=v&k",
+           b"%ff=%00&&", b"jwt=eyJ.x.y&subscriptions=%5B%5D&lastEventId=abc.3"]
+
+
+def test_a_query_is_parsed_as_twisted_web_parses_it_and_each_request_gets_its_own_copy():
+    from twisted.web.http import parse_qs
+
+    seen = []
+
+    def record(request):
+        seen.append((request.method, request.uri, request.path, request.clientproto,
+                     request.args))
+        return b"ok"
+
+    site = RigSite(Router([(r"/q", {b"GET": record})], record), reactor=Clock())
+    for query in QUERIES:
+        for _ in range(2):  # parsed, then from the memo
+            target = b"/q?" + query
+            answer, _raised = _serve(site, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+            assert answer.startswith(b"HTTP/1.1 200 OK")
+            assert seen[-1] == (b"GET", target, b"/q", b"HTTP/1.1", parse_qs(query, 1))
+        seen[-1][4].setdefault(b"added", []).append(b"1")  # a handler changing its own
+        for values in seen[-1][4].values():
+            values.append(b"changed")
+        assert site.query_args(query) == parse_qs(query, 1)
+    _serve(site, b"GET /q HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert seen[-1][1:3] == (b"/q", b"/q") and seen[-1][4] == {}
+
+
+def test_the_query_memo_is_bounded_in_entries_and_in_query_length():
+    site = RigSite(Router([], lambda request: b""), reactor=Clock())
+    for n in range(site._MEMO_ENTRIES + 10):
+        site.query_args(b"n=%d" % n)
+    long_query = b"a=" + b"x" * site._MEMO_QUERY_BYTES
+    assert site.query_args(long_query) == {b"a": [b"x" * site._MEMO_QUERY_BYTES]}
+    assert len(site._query_memo) == site._MEMO_ENTRIES
+    assert b"n=0" not in site._query_memo and long_query not in site._query_memo
