@@ -3,6 +3,8 @@ import inspect
 import signal
 
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.scripts import twistd
 
@@ -181,3 +183,39 @@ def test_lean_dispatch_leaves_other_reactors_and_a_running_one_alone():
         assert vars(fresh)["doIteration"] is vars(fresh)["doPoll"]
     finally:
         fresh._poller.close()
+
+
+def _parsed(parse, line):
+    try:
+        return parse(line)
+    except ValueError:
+        return "refused"
+
+
+_LINE_PARTS = st.one_of(
+    st.sampled_from([b"GET", b"POST", b"get", b"M-SEARCH", b"!#$%&'*+-.^_`|~", b"", b"G\xe9T",
+                     b"/", b"/_rig/v1/connection/sse?subscriptions=%5B%5D", b"*", b"/\xb0",
+                     b"/\xb1", b"/\x7f", b"/a\tb", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0",
+                     b"http/1.1", b"HTTP/1.1\n", b"HTTP/1.10"]),
+    st.binary(max_size=12))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_LINE_PARTS, min_size=1, max_size=4).map(b" ".join) | st.binary(max_size=40))
+def test_a_request_line_is_parsed_or_refused_exactly_as_twisted_web_does(line):
+    from twisted.web.http import _parseRequestLine
+
+    from rig.twistedcompat import _request_line
+
+    assert _parsed(_request_line, line) == _parsed(_parseRequestLine, line)
+
+
+def test_every_byte_of_a_request_target_is_judged_as_twisted_web_judges_it():
+    from twisted.web.http import _parseRequestLine
+
+    from rig.twistedcompat import _request_line
+
+    for byte in range(256):
+        for method in (b"GET", bytes([byte]) * 2):
+            line = b"%s /a%cb HTTP/1.1" % (method, byte)
+            assert _parsed(_request_line, line) == _parsed(_parseRequestLine, line), line
