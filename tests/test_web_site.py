@@ -82,13 +82,15 @@ def test_the_idle_timeout_counts_from_the_end_of_the_last_response_with_one_time
     clock = Clock()
     seen = []
     channel, transport = _open(_site(seen, clock, idle_timeout=10, header_timeout=0))
-    assert len(clock.getDelayedCalls()) == 1
-    timer = clock.getDelayedCalls()[0]
+    (sweep,) = clock.getDelayedCalls()  # the site's, for connections not heard from yet
+    channel.dataReceived(GET)
+    timer = channel._idle_timer  # from its first request on, the connection's own
+    assert set(clock.getDelayedCalls()) == {sweep, timer}
     for _ in range(20):
         clock.advance(9)
         channel.dataReceived(GET)
-    assert clock.getDelayedCalls() == [timer] and timer.active()
-    assert transport.value().count(b"200 OK") == 20 and not transport.disconnecting
+    assert clock.getDelayedCalls() == [timer] and timer.active()  # the sweep found nobody
+    assert transport.value().count(b"200 OK") == 21 and not transport.disconnecting
 
     channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
     clock.advance(25)  # longer than the idle timeout, with the request in progress
@@ -104,10 +106,58 @@ def test_the_idle_timeout_counts_from_the_end_of_the_last_response_with_one_time
 
 def test_a_closed_channel_leaves_no_timer():
     clock = Clock()
-    channel, _transport = _open(_site([], clock, idle_timeout=10, header_timeout=0))
+    site = _site([], clock, idle_timeout=10, header_timeout=0)
+    channel, _transport = _open(site)
     channel.dataReceived(GET)
     channel.connectionLost(None)
+    silent, _ = _open(site)
+    silent.connectionLost(None)  # never spoke
+    assert len(clock.getDelayedCalls()) == 1  # the site's: it fires once, finds nobody
+    clock.advance(10)
+    assert clock.getDelayedCalls() == [] and site._silent == {}
+    _open(site)
+    site.stopFactory()  # no longer listening: the silent channels' timer goes too
     assert clock.getDelayedCalls() == []
+
+
+def test_connections_that_never_speak_are_timed_out_in_turn_by_one_timer():
+    clock = Clock()
+    site = _site([], clock, idle_timeout=10, header_timeout=0)
+    opened = []
+    for _ in range(3):
+        opened.append(_open(site))
+        clock.advance(2)  # opened at 0, 2 and 4 s
+    talker, talker_transport = _open(site)  # at 6 s, then a piece of a head at 7 s
+    clock.advance(1)
+    talker.dataReceived(GET[:10])
+    assert talker._idle_timer is not None  # its own timer, from its last byte
+    assert len(clock.getDelayedCalls()) == 2  # that, and one for the three silent ones
+    closed = {}  # second -> which are closed
+    while clock.seconds() < 17:
+        clock.advance(1)
+        closed[clock.seconds()] = [transport.disconnecting for _channel, transport in opened
+                                   ] + [talker_transport.disconnecting]
+    assert closed[9] == [False] * 4
+    assert closed[10] == [True, False, False, False]
+    assert closed[12] == [True, True, False, False]
+    assert closed[14] == closed[16] == [True, True, True, False]
+    assert closed[17] == [True, True, True, True]  # 10 s after its byte
+    assert site._silent == {}
+
+
+def test_a_connect_whose_first_read_opens_a_stream_makes_no_timer():
+    clock = Clock()
+    seen = []
+    site = _site(seen, clock, idle_timeout=10, header_timeout=5)
+    channel, transport = _open(site)
+    channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert channel._idle_timer is None and channel._head_timer is None
+    clock.advance(100)
+    assert not transport.disconnecting and clock.getDelayedCalls() == []
+    seen[-1].finish()  # the stream ends: now idle, and timed
+    assert channel._idle_timer is not None
+    clock.advance(10)
+    assert transport.disconnecting
 
 
 def test_the_clients_address_is_asked_of_the_transport_once_per_connection():
@@ -136,9 +186,9 @@ def test_a_head_that_arrives_whole_is_not_timed_and_a_trickled_one_gets_408():
     clock = Clock()
     site = _site([], clock, idle_timeout=60, header_timeout=5)
     channel, transport = _open(site)
-    idle_timers = len(clock.getDelayedCalls())  # the idle timer only
     channel.dataReceived(GET)
-    assert len(clock.getDelayedCalls()) == idle_timers  # no head timer was made
+    assert channel._head_timer is None  # no head timer was made
+    idle_timers = len(clock.getDelayedCalls())  # the site's and the connection's
     assert transport.value().count(b"200 OK") == 1
     channel.dataReceived(GET[:10])  # the next head comes in pieces
     assert len(clock.getDelayedCalls()) == idle_timers + 1
