@@ -70,13 +70,16 @@ class History:
         """The SSE id of *seq* (default: the current position)."""
         return self._prefix + b"%d" % (self.last_seq if seq is None else seq)
 
-    def mark(self, event_id):
-        """Remember that *event_id* (a welcome event) was sent at the current position."""
+    def mark(self, *event_ids):
+        """Remember that *event_ids* (a welcome's events) were sent at the current
+        position."""
         if not self.max_events:
             return
-        now = self._clock.seconds()
-        self._markers.append((now, event_id, self.last_seq))
-        self._by_event_id.setdefault(event_id, self.last_seq)
+        now, seq = self._clock.seconds(), self.last_seq
+        markers, by_id = self._markers, self._by_event_id
+        for event_id in event_ids:
+            markers.append((now, event_id, seq))
+            by_id.setdefault(event_id, seq)
         self._trim(now)
 
     def linger(self, event_types):

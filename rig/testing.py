@@ -63,9 +63,10 @@ class FakeConnection:
 
     write_frame = deliver
 
-    def send_rig_event(self, event):
-        self.rig_events.append(event)
-        self.frames.append(event.type)
+    def send_rig_event(self, *events):
+        for event in events:
+            self.rig_events.append(event)
+            self.frames.append(event.type)
 
     def heartbeat(self):
         self.beats += 1

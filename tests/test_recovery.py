@@ -80,6 +80,16 @@ def test_welcome_ids_are_positions_and_expire():
     assert history.since("welcome-1") == (False, [])
 
 
+def test_the_two_ids_of_a_welcome_are_marked_at_once_at_the_same_position():
+    clock = Clock()
+    history = History(clock, max_age=10.0, epoch="e1")
+    history.record(event("a"))
+    history.mark("created", "subscribed")
+    history.record(event("b"))
+    assert history.since("created") == history.since("subscribed")
+    assert [e.id for _, e in history.since("created")[1]] == ["b"]
+
+
 def test_zero_size_keeps_nothing():
     history = History(Clock(), max_events=0, epoch="e1")
     history.record(event("a"))
@@ -272,8 +282,9 @@ class RecordingConnection:
 
     write_frame = deliver
 
-    def send_rig_event(self, rig_event):
-        self.received.append((rig_event.type, rig_event.document.get("data")))
+    def send_rig_event(self, *rig_events):
+        for rig_event in rig_events:
+            self.received.append((rig_event.type, rig_event.document.get("data")))
 
 
 class FakeRemoteHistory:

@@ -18,6 +18,14 @@ STREAM_HEADERS = (b"Content-Type: text/event-stream; charset=utf-8\r\nCache-Cont
                   b"Access-Control-Allow-Origin: https://app.example\r\n")
 
 
+class _CountingTransport(StringTransport):
+    writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        super().write(data)
+
+
 def _connect(request_bytes):
     clock = Clock()
     clock.advance(1_800_000_000)
@@ -25,7 +33,7 @@ def _connect(request_bytes):
     site = RigSite(inbound_resource(hub, Settings.load(None, {"CORS": CORS}), None),
                    reactor=clock)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-    transport = StringTransport()
+    transport = _CountingTransport()
     channel.makeConnection(transport)
     channel.dataReceived(request_bytes)
     clock.advance(0)  # the welcome goes out at the end of the turn
@@ -81,3 +89,13 @@ def test_the_stream_headers_are_checked_as_set_header_would_check_them():
     headers = dict(sse_headers(b"https://a.example\r\nX-Injected: 1"))
     assert b"\r" not in headers[b"Access-Control-Allow-Origin"]
     assert b"\n" not in headers[b"Access-Control-Allow-Origin"]
+
+
+def test_the_head_and_both_welcome_events_go_out_in_one_write():
+    _clock, _hub, _channel, transport = _connect(
+        b"GET /_rig/v1/connection/sse?subscriptions=%5B%7B%22eventType%22%3A%22a%22%7D%5D"
+        b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    sent = transport.value()
+    assert transport.writes == 1
+    assert sent.index(b"event: rig.connection.create") < sent.index(
+        b"event: rig.subscriptions_set") < sent.index(b'"eventType":"a"')

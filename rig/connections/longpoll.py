@@ -66,8 +66,9 @@ class LongPollSession:
             # answer at the end of this reactor turn, so a burst goes out in one response
             self._answer_call = self.hub.reactor.callLater(0, self._answer_parked)
 
-    def send_rig_event(self, event):
-        self.deliver(event.json)
+    def send_rig_event(self, *events):
+        for event in events:
+            self.deliver(event.json)
 
     def heartbeat(self):
         """Expire the session an hour (``ttl``) after its last poll."""

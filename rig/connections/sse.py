@@ -61,10 +61,11 @@ class SSEConnection:
         if self.transport is not None:
             self.hub.outbox.push(self, frame)
 
-    def send_rig_event(self, event):
+    def send_rig_event(self, *events):
         """RIG's own events carry the current position, so that a client that
         saw nothing else since still resumes from where it was."""
-        self.deliver(self.framer(event, self.hub.history.position_id()))
+        position, framer = self.hub.history.position_id(), self.framer
+        self.deliver(b"".join([framer(event, position) for event in events]))
 
     def heartbeat(self):
         self.deliver(self._heartbeat)

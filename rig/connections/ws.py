@@ -239,8 +239,8 @@ class RigWebSocketProtocol(WebSocketServerProtocol):
         if self.state == self.STATE_OPEN:
             self.factory.hub.outbox.push(self, frame)
 
-    def send_rig_event(self, event):
-        self.deliver(ws_frame(event, None))
+    def send_rig_event(self, *events):
+        self.deliver(b"".join([ws_frame(event, None) for event in events]))
 
     def heartbeat(self):
         """Ping; a peer that did not answer the previous ping is gone."""

@@ -221,8 +221,8 @@ class Hub:
             self.stats.recoveries["complete" if complete else "incomplete"] += 1
             self.stats.replayed += len(missed)
         now = rfc3339_utc(self.reactor.seconds())
-        self._send_welcome(connection, rig_notice("rig.connection.create", f"{{{welcome}}}", now))
-        self._subscribe(connection, subscriptions, now)
+        self._subscribe(connection, subscriptions, now,
+                        rig_notice("rig.connection.create", f"{{{welcome}}}", now))
         for position, event in missed:
             connection.deliver(connection.framer(event, position))
 
@@ -233,10 +233,10 @@ class Hub:
         index.set(probe, subscriptions)
         return [(position, event) for position, event in missed if index.match(event)]
 
-    def _send_welcome(self, connection, event):
-        """Send a RIG event whose id a client may later resume from."""
-        self.history.mark(event.id)
-        connection.send_rig_event(event)
+    def _send_welcome(self, connection, *notices):
+        """Send RIG events whose ids a client may later resume from."""
+        self.history.mark(*[notice.id for notice in notices])
+        connection.send_rig_event(*notices)
 
     def interest_types(self) -> set[str]:
         """Event types this node wants from the cluster: those subscribed to, and
@@ -295,14 +295,19 @@ class Hub:
         of whether the connection was still there)."""
         return self._once_confirmed(connection, subscriptions, self._subscribe)
 
-    def _subscribe(self, connection, subscriptions, now=None):
+    def _subscribe(self, connection, subscriptions, now=None, created=None):
+        """Subscribe *connection* and say so (after *created*, the welcome's first
+        event, when it is new)."""
         self._records[connection.local_id].subscriptions = tuple(subscriptions)
         self.index.set(connection, subscriptions)
         self._by_framer.setdefault(connection.framer, set()).add(connection)
         listed = ",".join([subscription.json_text() for subscription in subscriptions])
-        self._send_welcome(connection, rig_notice(
-            "rig.subscriptions_set", f"[{listed}]",
-            now or rfc3339_utc(self.reactor.seconds())))
+        subscribed = rig_notice("rig.subscriptions_set", f"[{listed}]",
+                                now or rfc3339_utc(self.reactor.seconds()))
+        if created is None:
+            self._send_welcome(connection, subscribed)
+        else:
+            self._send_welcome(connection, created, subscribed)
 
     def subscriptions_from_claims(self, claims: dict) -> list[Subscription]:
         return jwt_subscriptions(self.extractors, claims)

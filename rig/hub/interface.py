@@ -23,8 +23,9 @@ class IConnection(Interface):
     def write_frame(data):
         """Write frames now (the outbox's flush); a slow client is dropped here."""
 
-    def send_rig_event(event):
-        """Send one of RIG's own events (``rig.connection.create``, ...)."""
+    def send_rig_event(*events):
+        """Send RIG's own events (``rig.connection.create``, ...), in order: where the
+        transport allows, in one frame (a welcome is two)."""
 
     def heartbeat():
         """Called every heartbeat interval: ping, comment, or expire an idle session."""
