@@ -832,3 +832,42 @@ def test_a_segment_in_a_non_canonical_encoding_is_left_to_pyjwt_which_refuses_it
     assert b64(base64.urlsafe_b64decode(segment + "==")) != segment  # the same bytes, leniently
     assert HmacFastPath("HS256", SECRET.encode()).claims(token) is None
     assert pyjwt_claims(token, "HS256", SECRET) is None
+
+
+SHARED_FAST_PATH = HmacFastPath("HS256", SECRET.encode("utf-8"))  # across examples: memo
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=300)
+@given(HEADER_EXTRAS, PAYLOAD, st.sampled_from(["HS256", "HS384", "none", None]),
+       st.sampled_from([SECRET, SECRET_OTHER]), MUTATIONS)
+def test_one_fast_path_that_remembers_headers_still_accepts_only_what_pyjwt_accepts(
+        extras, payload, header_alg, secret, mutate):
+    header = {**extras, **({} if header_alg is None else {"alg": header_alg})}
+    token = mutate(signed(secret, header, json.dumps(payload).encode()))
+    for _ in range(2):  # the second time, the header may be a remembered one
+        fast = SHARED_FAST_PATH.claims(token)
+        assert fast is None or fast == pyjwt_claims(token, "HS256", SECRET)
+        if fast is not None:
+            assert secret == SECRET and header_alg == "HS256"
+
+
+def test_a_plain_header_is_remembered_a_few_times_and_a_bad_one_never():
+    fast = HmacFastPath("HS256", SECRET.encode())
+    good = signed(SECRET, {"alg": "HS256", "typ": "JWT"}, json.dumps(claims(n=1)).encode())
+    assert fast.claims(good) == claims(n=1)
+    assert fast._plain_headers == {good.split(".")[0]}
+    again = signed(SECRET, {"alg": "HS256", "typ": "JWT"}, json.dumps(claims(n=2)).encode())
+    assert fast.claims(again) == claims(n=2)
+    forged = again.rsplit(".", 1)[0] + "." + b64(b"\0" * 32)  # a known header, no signature
+    assert fast.claims(forged) is None
+    bad = signed(SECRET, {"alg": "HS256", "zip": "DEF"}, json.dumps(claims()).encode())
+    assert fast.claims(bad) is None and len(fast._plain_headers) == 1
+    for n in range(40):
+        fast.claims(signed(SECRET, {"alg": "HS256", "kid": f"k{n}"}, b"{}"))
+    assert len(fast._plain_headers) == fast._KNOWN_HEADERS
+
+
+def test_a_payload_that_is_not_utf8_json_is_left_to_pyjwt():
+    payload = json.dumps(claims(n=1)).encode("utf-16")
+    token = signed(SECRET, {"alg": "HS256"}, payload)
+    assert HmacFastPath("HS256", SECRET.encode()).claims(token) is None

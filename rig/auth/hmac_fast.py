@@ -39,9 +39,11 @@ def _segment(text):
 
 
 def _json_object(raw):
+    """The JSON object in *raw* if it is UTF-8 (PyJWT's ``json.loads`` of the bytes
+    also reads UTF-16 and 32, which such a token then takes to it), else None."""
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
+        value = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return value if type(value) is dict else None
 
@@ -49,9 +51,14 @@ def _json_object(raw):
 class HmacFastPath:
     """``claims(token)``: the verified claims of a plain token, or None (ask PyJWT)."""
 
+    _KNOWN_HEADERS = 16
+
     def __init__(self, algorithm, key):
         self._algorithm = algorithm
         self._hmac = HmacKey(key, HASHES[algorithm])
+        # the header segments found plain before: an issuer signs every token with
+        # the same header, so it is decoded and checked once, not per token
+        self._plain_headers = set()
 
     def claims(self, token):
         match = _PLAIN_TOKEN.fullmatch(token)
@@ -65,16 +72,10 @@ class HmacFastPath:
         expected = self._hmac.digest(signing_input)
         if not hmac.compare_digest(expected, signature):
             return None
-        header_raw, payload_raw = _segment(header_text), _segment(payload_text)
-        if header_raw is None or payload_raw is None:
+        if header_text not in self._plain_headers and not self._plain_header(header_text):
             return None
-        header = _json_object(header_raw)
-        if (
-            header is None
-            or header.get("alg") != self._algorithm
-            or not header.keys() <= _PLAIN_HEADER
-            or not isinstance(header.get("kid", ""), str)
-        ):
+        payload_raw = _segment(payload_text)
+        if payload_raw is None:
             return None
         claims = _json_object(payload_raw)
         if claims is None:
@@ -83,3 +84,19 @@ class HmacFastPath:
             if name in claims and not isinstance(claims[name], str):
                 return None
         return claims
+
+    def _plain_header(self, header_text):
+        """Whether *header_text* is a plain header naming the configured algorithm
+        (remembered when it is, for a few of them)."""
+        header_raw = _segment(header_text)
+        header = None if header_raw is None else _json_object(header_raw)
+        if (
+            header is None
+            or header.get("alg") != self._algorithm
+            or not header.keys() <= _PLAIN_HEADER
+            or not isinstance(header.get("kid", ""), str)
+        ):
+            return False
+        if len(self._plain_headers) < self._KNOWN_HEADERS:
+            self._plain_headers.add(header_text)
+        return True
