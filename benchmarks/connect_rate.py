@@ -2,7 +2,9 @@
 
 Each connection sends ``GET /_rig/v1/connection/sse`` (or the WebSocket
 upgrade with ``--transport ws``; optionally with ``?jwt=``), waits for
-``rig.subscriptions_set`` (the connection is live), and closes.
+``rig.subscriptions_set`` (the connection is live), and closes. With a JWT, each
+connection has a token of its own (another ``jti``), made before the clock starts,
+as the clients of a real storm have.
 ``--concurrency`` connections are in flight at once. Run the gateway on
 another core (``taskset -c 0``) with ``MAX_CONNECTIONS_PER_MINUTE`` high
 enough, and this with ``taskset -c 1``.
@@ -27,10 +29,12 @@ def make_token(secret, claims):
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
-def run(host, port, path, count, *, concurrency, timeout, websocket=False):
+def run(host, port, paths, count, *, concurrency, timeout, websocket=False):
+    """*paths*: one request target per connection (cycled when fewer)."""
     upgrade = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") if websocket else ""
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{upgrade}\r\n").encode()
+    requests = [(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{upgrade}\r\n").encode()
+                for path in paths]
     selector = selectors.DefaultSelector()
     started = done = failed = 0
     latencies = []
@@ -41,7 +45,8 @@ def run(host, port, path, count, *, concurrency, timeout, websocket=False):
         sock = socket.socket()
         sock.setblocking(False)
         sock.connect_ex((host, port))
-        selector.register(sock, selectors.EVENT_WRITE, [time.monotonic(), b"", False])
+        selector.register(sock, selectors.EVENT_WRITE,
+                          [time.monotonic(), b"", False, requests[started % len(requests)]])
         started += 1
 
     begin = time.monotonic()
@@ -52,7 +57,7 @@ def run(host, port, path, count, *, concurrency, timeout, websocket=False):
             sock, state = key.fileobj, key.data
             try:
                 if events & selectors.EVENT_WRITE and not state[2]:
-                    sock.sendall(request)
+                    sock.sendall(state[3])
                     state[2] = True
                     selector.modify(sock, selectors.EVENT_READ, state)
                     continue
@@ -93,11 +98,14 @@ def main():
     parser.add_argument("--transport", choices=("sse", "ws"), default="sse")
     args = parser.parse_args()
     url = urlsplit(args.url)
-    query = "subscriptions=" + quote(args.subscriptions, safe="")
+    path = f"/_rig/v1/connection/{args.transport}?subscriptions=" + quote(
+        args.subscriptions, safe="")
+    paths = [path]
     if args.jwt_secret:
-        query += "&jwt=" + make_token(args.jwt_secret, {"username": "alice", "jti": "bench"})
-    path = f"/_rig/v1/connection/{args.transport}?" + query
-    result = run(url.hostname, url.port or 80, path, args.count, concurrency=args.concurrency,
+        paths = [path + "&jwt=" + make_token(args.jwt_secret, {"username": "alice",
+                                                                "jti": f"bench-{n}"})
+                 for n in range(args.count)]
+    result = run(url.hostname, url.port or 80, paths, args.count, concurrency=args.concurrency,
                  timeout=args.timeout, websocket=args.transport == "ws")
     result.update(transport=args.transport, jwt=bool(args.jwt_secret))
     print(json.dumps(result))

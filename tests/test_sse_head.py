@@ -99,3 +99,20 @@ def test_the_head_and_both_welcome_events_go_out_in_one_write():
     assert transport.writes == 1
     assert sent.index(b"event: rig.connection.create") < sent.index(
         b"event: rig.subscriptions_set") < sent.index(b'"eventType":"a"')
+
+
+def test_the_welcome_goes_out_with_the_head_at_once_and_later_frames_at_the_end_of_the_turn():
+    clock = Clock()
+    hub = Hub(clock)
+    site = RigSite(inbound_resource(hub, Settings.load(None, {"CORS": CORS}), None),
+                   reactor=clock)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    transport = _CountingTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /_rig/v1/connection/sse HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.writes == 1 and b"rig.subscriptions_set" in transport.value()
+    (connection,) = hub.connections.values()
+    connection.heartbeat()  # anything after the welcome waits for the turn's flush
+    assert transport.writes == 1
+    clock.advance(0)
+    assert transport.writes == 2 and transport.value().endswith(b": heartbeat\n\n\r\n")

@@ -63,9 +63,17 @@ class SSEConnection:
 
     def send_rig_event(self, *events):
         """RIG's own events carry the current position, so that a client that
-        saw nothing else since still resumes from where it was."""
+        saw nothing else since still resumes from where it was.
+
+        The welcome, the stream's first bytes, goes out at once with the response
+        head: nothing can be queued for a stream before them, so they need not wait
+        for the outbox's flush at the end of the reactor's turn."""
         position, framer = self.hub.history.position_id(), self.framer
-        self.deliver(b"".join([framer(event, position) for event in events]))
+        frames = b"".join([framer(event, position) for event in events])
+        if self._head:
+            self.write_frame(frames)
+        else:
+            self.deliver(frames)
 
     def heartbeat(self):
         self.deliver(self._heartbeat)
