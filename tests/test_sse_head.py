@@ -26,7 +26,7 @@ class _CountingTransport(StringTransport):
         super().write(data)
 
 
-def _connect(request_bytes):
+def _open():
     clock = Clock()
     clock.advance(1_800_000_000)
     hub = Hub(clock)
@@ -35,8 +35,13 @@ def _connect(request_bytes):
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     transport = _CountingTransport()
     channel.makeConnection(transport)
+    return clock, hub, channel, transport
+
+
+def _connect(request_bytes):
+    clock, hub, channel, transport = _open()
     channel.dataReceived(request_bytes)
-    clock.advance(0)  # the welcome goes out at the end of the turn
+    clock.advance(0)  # anything queued goes out at the end of the turn
     return clock, hub, channel, transport
 
 
@@ -102,13 +107,7 @@ def test_the_head_and_both_welcome_events_go_out_in_one_write():
 
 
 def test_the_welcome_goes_out_with_the_head_at_once_and_later_frames_at_the_end_of_the_turn():
-    clock = Clock()
-    hub = Hub(clock)
-    site = RigSite(inbound_resource(hub, Settings.load(None, {"CORS": CORS}), None),
-                   reactor=clock)
-    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-    transport = _CountingTransport()
-    channel.makeConnection(transport)
+    clock, hub, channel, transport = _open()
     channel.dataReceived(b"GET /_rig/v1/connection/sse HTTP/1.1\r\nHost: x\r\n\r\n")
     assert transport.writes == 1 and b"rig.subscriptions_set" in transport.value()
     (connection,) = hub.connections.values()
