@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -21,6 +21,7 @@ from rig import defaults
 from rig.auth.authority import Authority
 from rig.events import CloudEvent, rfc3339_utc, rig_notice
 from rig.hub.closing import SESSION_KILLED, SHUTDOWN, TOKEN_EXPIRED
+from rig.hub.expiry import ExpiryTimers
 from rig.hub.interface import IConnection
 from rig.hub.outbox import Outbox
 from rig.hub.token import ConnectionRef, TokenCodec
@@ -39,7 +40,6 @@ class ConnectionRecord:
 
     subscriptions: tuple = ()
     sessions: set | None = None  # the sessions of its JWTs
-    expiry_call: IDelayedCall | None = None  # closes it when its token expires
 
 
 class ConnectionRateLimit:
@@ -107,6 +107,7 @@ class Hub:
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = reactor
         self._heartbeat_interval = heartbeat_interval
+        self._expiries = ExpiryTimers(reactor, self._token_expired)  # JWTs' ends
 
     def join_cluster(self, *, forward: Callable[[CloudEvent, bytes], object], calls: Any,
                      interest: Any, remote_history: Any) -> None:
@@ -130,6 +131,7 @@ class Hub:
         if self._heartbeat.running:
             self._heartbeat.stop()
         self.outbox.stop()
+        self._expiries.stop()
 
     # -- registry --------------------------------------------------------
 
@@ -263,11 +265,7 @@ class Hub:
                 members.discard(connection)
                 if not members:
                     del self.sessions[session]
-        call = record.expiry_call
-        if call is not None:
-            record.expiry_call = None
-            if call.active():
-                call.cancel()
+        self._expiries.forget(connection)
 
     def _forget_framer(self, connection):
         framer = connection.framer
@@ -337,21 +335,9 @@ class Hub:
                 known.add(session)
                 self.sessions.setdefault(session, set()).add(connection)
         if extended is not None:
-            self._expire_at(connection, record, extended)
-
-    def _expire_at(self, connection, record, expires_at):
-        call = record.expiry_call
-        if call is not None and call.active():
-            if call.getTime() >= expires_at:
-                return
-            call.cancel()
-        delay = max(0.0, expires_at - self.reactor.seconds())
-        record.expiry_call = self.reactor.callLater(delay, self._token_expired, connection)
+            self._expiries.expire_at(connection, extended)
 
     def _token_expired(self, connection):
-        record = self._records.get(connection.local_id)
-        if record is not None:
-            record.expiry_call = None
         self.log.info("Closing connection {local_id}: its token expired",
                       local_id=connection.local_id)
         connection.close(TOKEN_EXPIRED)
