@@ -871,3 +871,20 @@ def test_a_payload_that_is_not_utf8_json_is_left_to_pyjwt():
     payload = json.dumps(claims(n=1)).encode("utf-16")
     token = signed(SECRET, {"alg": "HS256"}, payload)
     assert HmacFastPath("HS256", SECRET.encode()).claims(token) is None
+
+
+def _segment_by_reencoding(text):
+    """What the fast path's segment check must agree with: decode, re-encode, compare."""
+    if len(text) % 4 == 1:
+        return None
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return raw if b64(raw) == text else None
+
+
+@settings(deadline=None, max_examples=2000)
+@given(st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+               min_size=1, max_size=12))
+def test_a_segment_is_decoded_only_in_its_one_canonical_encoding(text):
+    from rig.auth.hmac_fast import _segment
+
+    assert _segment(text) == _segment_by_reencoding(text)

@@ -11,7 +11,6 @@ every token it would reject, goes to PyJWT, which gives the verdict and the
 reason; so a token is accepted here only if PyJWT would accept it too, with
 the same claims (``tests/test_jwt.py`` checks that by comparison).
 """
-import base64
 import binascii
 import hmac
 import json
@@ -24,18 +23,25 @@ _PLAIN_TOKEN = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)
 _PLAIN_HEADER = frozenset({"alg", "typ", "kid", "cty"})
 
 
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# the last character of a segment of 2 or 3 (mod 4) characters carries 4 or 2 unused
+# low bits: only the one encoding (PyJWT re-encodes and compares) has them zero
+_CANONICAL_LAST = {2: frozenset(_ALPHABET[::16]), 3: frozenset(_ALPHABET[::4])}
+_PADDING = (b"", None, b"==", b"=")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
 def _segment(text):
-    """The bytes of a canonical unpadded base64url segment, or None."""
-    if len(text) % 4 == 1:
+    """The bytes of a canonical unpadded base64url segment (of ``_PLAIN_TOKEN``'s
+    alphabet), or None."""
+    remainder = len(text) % 4
+    if remainder == 1 or (remainder and text[-1] not in _CANONICAL_LAST[remainder]):
         return None
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
+        return binascii.a2b_base64(
+            text.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder])
+    except binascii.Error:
         return None
-    # unused low bits must be zero (PyJWT re-encodes and compares, too)
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
-        return None
-    return raw
 
 
 def _json_object(raw):
