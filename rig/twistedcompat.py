@@ -291,10 +291,7 @@ def receive_whole_head(channel, data):
     differently falls back to it: a continuation line, an empty first line (the CRLF
     some clients send after a body), a paused or closing channel, data after the head.
     """
-    if (len(data) > channel.MAX_LENGTH or len(data) > channel.totalHeadersSize
-            or channel.paused or not channel.line_mode or channel._buffer
-            or channel._busyReceiving or not channel.persistent
-            or channel._HTTPChannel__first_line != 1):
+    if not _ready_for_a_head(channel, data):
         return False
     lines = data[:-4].split(b"\r\n")
     first = lines[0]
@@ -335,6 +332,59 @@ def receive_whole_head(channel, data):
 
 
 _FOLDED = (b" ", b"\t")
+
+
+def _ready_for_a_head(channel, data):
+    """Whether *channel* waits for a request head, with nothing buffered, and *data*
+    is within its limits: else the line-by-line path decides."""
+    return not (len(data) > channel.MAX_LENGTH or len(data) > channel.totalHeadersSize
+                or channel.paused or not channel.line_mode or channel._buffer
+                or channel._busyReceiving or not channel.persistent
+                or channel._HTTPChannel__first_line != 1 or channel.requests)
+
+
+# Headers a plain head may not carry: the body's framing (a GET has none), and an
+# Expect to answer (twisted.web's); a Connection header may not ask to close.
+_NOT_PLAIN = frozenset((b"Content-Length", b"Transfer-Encoding", b"Expect"))
+
+
+def plain_head(channel, data, request_line):
+    """The request of a whole head (*data*, as for :func:`receive_whole_head`) that
+    twisted.web would take without a second thought, for a handler that answers it
+    without a twisted.web request: ``(match, headers)``, where *match* is
+    *request_line*'s full match of the request line and *headers* maps each header's
+    canonical name to its value. None, having done nothing, for anything else.
+
+    Only what twisted.web accepts is plain: a request line *request_line* matches
+    (its own pattern is at most as wide as ``_parseRequestLine``'s), headers whose
+    names twisted.web has seen and checked before, each once, with values free of
+    NUL, CR and LF, no more of them than ``maxHeaders``, none of ``_NOT_PLAIN``, and
+    no ``Connection: close`` (``checkPersistence``'s reading: its answer would close).
+    """
+    if not _ready_for_a_head(channel, data):
+        return None
+    lines = data[:-4].split(b"\r\n")
+    if len(lines) > channel.maxHeaders + 1:
+        return None
+    match = request_line.fullmatch(lines[0])
+    if match is None:
+        return None
+    canonical_names = _CANONICAL_NAMES
+    headers = {}
+    for index in range(1, len(lines)):
+        name, colon, value = lines[index].partition(b":")
+        canonical = canonical_names.get(name) if colon else None
+        if canonical is None or canonical in _NOT_PLAIN or canonical in headers:
+            return None  # no colon, a name not seen before (or folded, or with spaces)...
+        value = value.strip(b" \t")
+        if b"\r" in value or b"\n" in value or b"\x00" in value:
+            return None
+        headers[canonical] = value
+    connection = headers.get(b"Connection")
+    if connection is not None and b"close" in [t.lower() for t in connection.split(b" ")]:
+        return None
+    channel.resetTimeout()
+    return match, headers
 
 # What twisted.web's _parseRequestLine accepts, as one match: a token, a target of
 # printable bytes (33 to 176), HTTP/1.0 or 1.1. It checks the target byte by byte in

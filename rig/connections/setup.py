@@ -90,6 +90,16 @@ def admit_at_once(hub, args, *, longpoll=False, last_event_id=None, trace=(None,
     return ensureDeferred(_checked(admitting))
 
 
+def admit_unchecked(hub, args, *, last_event_id=None, trace=(None, None)):
+    """The Admission of an SSE or WebSocket connect that no external subscription check
+    has to answer, else None (having asked nothing); SetupError as :func:`admit`'s.
+    Nothing is counted against the rate limit unless the connect is admitted."""
+    admitting = _Admitting(hub, args, False, last_event_id, trace)
+    if admitting.check is not None:
+        return None
+    return admitting.admission()
+
+
 async def _checked(admitting):
     if not await admitting.hub.auth.subscription_check.allows(admitting.check):
         raise SetupError(400, DENIED)

@@ -234,6 +234,9 @@ class RigChannel(http.HTTPChannel):
 
     def connectionLost(self, reason):
         self._cancel_head_timer()
+        stream, self.lane_stream = self.lane_stream, None
+        if stream is not None:
+            stream._lost()
         self.site.channel_closed(self)
         super().connectionLost(reason)
         self._stop_idle_timer()
@@ -290,7 +293,39 @@ class RigChannel(http.HTTPChannel):
     # whose end comes in the same read as its start (nearly all) is never timed: a
     # short connection (an SSE or WebSocket connect) then makes no head timer at all.
 
+    # A stream served without a twisted.web request (``RigSite.stream_lane``: an SSE
+    # connect) is this channel's request in progress: bytes that come meanwhile wait,
+    # with the transport paused (as twisted.web holds a pipelined request), and are
+    # taken in once the stream ends; the connection's loss ends the stream.
+
+    lane_stream = None
+    _lane_saved_timeout = None
+    _lane_held = b""
+
+    def open_lane_stream(self, stream):
+        """*stream* (with ``_lost()``) answers the head just received."""
+        self.lane_stream = stream
+        self._in_head = False
+        self._lane_saved_timeout = self.setTimeout(None)
+
+    def end_lane_stream(self):
+        """The stream's response is complete: serve on, or close if asked to."""
+        self.lane_stream = None
+        self._in_head = True
+        if not self.persistent:
+            self.loseConnection()
+            return
+        self.setTimeout(self._lane_saved_timeout)
+        held, self._lane_held = self._lane_held, b""
+        if held:
+            self.transport.resumeProducing()
+            self.dataReceived(held)
+
     def dataReceived(self, data):
+        if self.lane_stream is not None:
+            self._lane_held += data
+            self.transport.pauseProducing()
+            return
         if not self._heard:
             self._heard = True
             self.site.heard_from(self)
@@ -311,8 +346,12 @@ class RigChannel(http.HTTPChannel):
                     if self._head_timer is None:
                         self._head_timer = self.site.reactor.callLater(
                             self.site.header_timeout, self._check_head)
-            elif end == len(data) - 4 and receive_whole_head(self, data):
-                return  # the whole head, and nothing after it
+            elif end == len(data) - 4:  # the whole head, and nothing after it
+                lane = self.site.stream_lane
+                if lane is not None and lane(self, data):
+                    return
+                if receive_whole_head(self, data):
+                    return
         super().dataReceived(data)
 
     def lineReceived(self, line):
@@ -376,7 +415,7 @@ class RigChannel(http.HTTPChannel):
         Closing (rather than aborting) sends what is still buffered first.
         """
         self.persistent = False
-        if not self.requests:
+        if not self.requests and self.lane_stream is None:
             self.loseConnection()
             return
         for request in self.requests:
@@ -390,6 +429,7 @@ class RigSite(server.Site):
     displayTracebacks = False
     noisy = False
     protocol = RigChannel
+    stream_lane = None  # lane(channel, data): serves a whole head without a request
 
     def __init__(self, resource, *, max_request_bytes=8_000_000, max_proxy_body_bytes=None,
                  header_timeout=30.0, idle_timeout=75.0, **kwargs):

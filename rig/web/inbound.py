@@ -3,6 +3,7 @@ from functools import partial
 
 from rig.connections.longpoll import longpoll_preflight, serve_longpoll
 from rig.connections.sse import serve_sse, sse_headers
+from rig.connections.sse_lane import SSELane
 from rig.connections.subscribe import put_subscriptions, subscriptions_preflight
 from rig.connections.ws import websocket_resource
 from rig.httputil import TEXT, cors_headers, is_http2, preflight, respond
@@ -73,8 +74,10 @@ def inbound_resource(hub, settings, proxy):
 
 
 def inbound_site(hub, settings, proxy):
-    return RigSite(inbound_resource(hub, settings, proxy),
+    site = RigSite(inbound_resource(hub, settings, proxy),
                    max_request_bytes=settings.max_request_bytes,
                    max_proxy_body_bytes=settings.proxy_max_body_bytes,
                    header_timeout=settings.http_header_timeout,
                    idle_timeout=settings.http_idle_timeout)
+    site.stream_lane = SSELane(hub, sse_headers(settings.cors.encode("utf-8")))
+    return site
