@@ -2,6 +2,8 @@
 import sys
 from io import BytesIO
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -238,3 +240,18 @@ def test_the_query_memo_is_bounded_in_entries_and_in_query_length():
     assert site.query_args(long_query) == {b"a": [b"x" * site._MEMO_QUERY_BYTES]}
     assert len(site._query_memo) == site._MEMO_ENTRIES
     assert b"n=0" not in site._query_memo and long_query not in site._query_memo
+
+
+_SHARED_SITE = RigSite(Router([], lambda request: b""), reactor=Clock())  # memos across
+_QUERY_PIECES = st.sampled_from([b"a", b"=", b"&", b";", b"+", b"%", b"%2", b"%20", b"%zz",
+                                 b"%C3%A9", b"\xc3\xa9", b"jwt", b"subscriptions", b"x.y-z"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_QUERY_PIECES | st.binary(max_size=4), max_size=12).map(b"".join))
+def test_a_query_parsed_through_the_memos_is_what_parse_qs_makes(query):
+    from twisted.web.http import parse_qs
+
+    for _ in range(2):  # then from the memos
+        assert _SHARED_SITE.query_args(query) == parse_qs(query, 1)
+        assert _SHARED_SITE._parse_query(query) == parse_qs(query, 1)

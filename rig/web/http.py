@@ -4,12 +4,14 @@ import tempfile
 import weakref
 from inspect import iscoroutine
 from io import BytesIO
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.http import parse_qs
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -51,7 +53,7 @@ class BoundedRequest(server.Request):
             self.args = {}
         else:
             query_args = getattr(self.channel.site, "query_args", None)
-            self.args = http.parse_qs(query, 1) if query_args is None else query_args(query)
+            self.args = parse_qs(query, 1) if query_args is None else query_args(query)
         self.process()
 
     def process(self):
@@ -452,6 +454,7 @@ class RigSite(server.Site):
         self._busy = set()  # channels the drain waits for
         self._drained = None
         self._query_memo = {}  # query bytes -> its parse_qs (see query_args)
+        self._item_memo = {}  # b"name=value" -> (name, value), unquoted
         self._silent = {}  # channel -> when it times out, unless it speaks first
         self._sweep = None  # the one timer of the silent channels
 
@@ -465,17 +468,36 @@ class RigSite(server.Site):
         """``parse_qs(query, keep_blank_values=1)``, as twisted.web parses a request's
         query: made once for each of the last few hundred short queries, and copied for
         each request (a handler may change its own). A query that carries a token per
-        client (``?jwt=``) misses, and costs one lookup more."""
+        client (``?jwt=``) is parsed, with its other items (the subscriptions) from the
+        memo of items: ``parse_qs`` unquotes each in Python."""
         memo = self._query_memo
         parsed = memo.get(query)
         if parsed is None:
-            parsed = http.parse_qs(query, 1)
+            parsed = self._parse_query(query)
             if len(query) > self._MEMO_QUERY_BYTES:
                 return parsed
-            if len(memo) >= self._MEMO_ENTRIES:
-                del memo[next(iter(memo))]  # the oldest
-            memo[query] = parsed
+            _remember(memo, query, parsed, self._MEMO_ENTRIES)
         return {name: list(values) for name, values in parsed.items()}
+
+    def _parse_query(self, query):
+        """``parse_qs(query, 1)``, each ``name=value`` item unquoted once."""
+        items, args = self._item_memo, {}
+        for part in query.split(b"&"):
+            for item in part.split(b";"):
+                pair = items.get(item)
+                if pair is None:
+                    name, equals, value = item.partition(b"=")
+                    if not equals:
+                        continue  # no "=": parse_qs skips it
+                    pair = (unquote(name.replace(b"+", b" ")), unquote(value.replace(b"+", b" ")))
+                    if len(item) <= self._MEMO_QUERY_BYTES:
+                        _remember(items, item, pair, self._MEMO_ENTRIES)
+                values = args.get(pair[0])
+                if values is None:
+                    args[pair[0]] = [pair[1]]
+                else:
+                    values.append(pair[1])
+        return args
 
     @staticmethod
     def getContentFile(length):
@@ -580,6 +602,13 @@ class RigSite(server.Site):
             if channel.transport is not None:
                 channel.transport.abortConnection()
         return len(busy)
+
+
+def _remember(memo, key, value, entries):
+    """``memo[key] = value``, the oldest entry going first when *memo* is full."""
+    if len(memo) >= entries:
+        del memo[next(iter(memo))]
+    memo[key] = value
 
 
 def _literal_prefix(pattern):
