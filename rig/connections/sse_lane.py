@@ -43,13 +43,13 @@ class SSELane:
     """``lane(channel, data)``: True when it served the connect in *data* (a whole
     head), False when it did nothing and the ordinary path must."""
 
+    prefix = b"GET /_rig/v1/connection/sse"  # what a head must start with to be asked
+
     def __init__(self, hub, headers):
         self.hub = hub
         self._headers = b"".join(b"%s: %s\r\n" % pair for pair in headers)
 
     def __call__(self, channel, data):
-        if not data.startswith(b"GET /_rig/v1/connection/sse"):
-            return False
         head = plain_head(channel, data, _SSE_CONNECT)
         if head is None:
             return False

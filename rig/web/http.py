@@ -350,7 +350,7 @@ class RigChannel(http.HTTPChannel):
                             self.site.header_timeout, self._check_head)
             elif end == len(data) - 4:  # the whole head, and nothing after it
                 lane = self.site.stream_lane
-                if lane is not None and lane(self, data):
+                if lane is not None and data.startswith(lane.prefix) and lane(self, data):
                     return
                 if receive_whole_head(self, data):
                     return
@@ -431,7 +431,9 @@ class RigSite(server.Site):
     displayTracebacks = False
     noisy = False
     protocol = RigChannel
-    stream_lane = None  # lane(channel, data): serves a whole head without a request
+    # lane(channel, data): serves a whole head that starts with lane.prefix without a
+    # twisted.web request, or returns False (rig.connections.sse_lane)
+    stream_lane = None
 
     def __init__(self, resource, *, max_request_bytes=8_000_000, max_proxy_body_bytes=None,
                  header_timeout=30.0, idle_timeout=75.0, **kwargs):
