@@ -119,9 +119,9 @@ class SSEConnection:
         self.hub.unregister(self)
 
 
-def _last_event_id(request):
-    """The ``Last-Event-ID`` a reconnecting EventSource sends, as text (None if absent)."""
-    value = request.getHeader(b"last-event-id")
+def last_event_id(value):
+    """The ``Last-Event-ID`` header's *value* (bytes, or None when absent) as text, as a
+    reconnecting EventSource means it (None if absent or blank)."""
     return value.decode("utf-8", "replace").strip() or None if value else None
 
 
@@ -141,7 +141,8 @@ def serve_sse(hub, headers, request):
     register the connection (at once, unless an external subscription check has to
     answer first). HEAD gets the head a GET would get, and no stream."""
     try:
-        admission = admit_at_once(hub, request.args, last_event_id=_last_event_id(request),
+        admission = admit_at_once(hub, request.args,
+                                  last_event_id=last_event_id(request.getHeader(b"last-event-id")),
                                   trace=request_trace_context(request))
     except SetupError as error:
         return _refused(request, error)

@@ -7,14 +7,14 @@ such a connect's Python. When the head is plain (``rig.twistedcompat.plain_head`
 nothing twisted.web would judge differently) and the connect is admitted at once,
 the lane answers it here and the channel carries the stream; anything else (an
 error to answer, a subscription check to wait for, a header twisted.web has not
-seen, HTTP/1.0, POST, HEAD, ``Connection``, a body) goes the ordinary way, to
+seen, HTTP/1.0, POST, HEAD, ``Connection: close``, a body) goes the ordinary way, to
 ``serve_sse``, which answers it as before. Both ways send the same bytes
 (``tests/test_sse_lane.py`` compares them).
 """
 import re
 
 from rig.connections.setup import SetupError, admit_unchecked
-from rig.connections.sse import SSEConnection
+from rig.connections.sse import SSEConnection, last_event_id
 from rig.hub.outbox import write_now
 from rig.twistedcompat import plain_head
 
@@ -56,7 +56,6 @@ class SSELane:
         match, headers = head
         query = match.group(1)
         args = channel.site.query_args(query) if query else {}
-        last_event_id = headers.get(b"Last-Event-Id")
         traceparent = headers.get(b"Traceparent")
         trace = (None, None) if traceparent is None else (
             traceparent.decode("latin-1"),
@@ -64,9 +63,7 @@ class SSELane:
         hub = self.hub
         try:
             admission = admit_unchecked(
-                hub, args, trace=trace,
-                last_event_id=last_event_id.decode("utf-8", "replace").strip() or None
-                if last_event_id else None)
+                hub, args, trace=trace, last_event_id=last_event_id(headers.get(b"Last-Event-Id")))
         except SetupError:
             return False  # the ordinary path answers it (nothing was counted)
         if admission is None:
