@@ -348,6 +348,13 @@ def _ready_for_a_head(channel, data):
 _NOT_PLAIN = frozenset((b"Content-Length", b"Transfer-Encoding", b"Expect"))
 
 
+def reading(channel):
+    """The producer that pauses and resumes the reading of *channel*'s connection, as
+    twisted.web holds a pipelined request: the transport, or (under TLS, which is
+    none) a stand-in that does nothing."""
+    return channel._networkProducer
+
+
 def plain_head(channel, data, request_line):
     """The request of a whole head (*data*, as for :func:`receive_whole_head`) that
     twisted.web would take without a second thought, for a handler that answers it

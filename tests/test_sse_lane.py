@@ -167,3 +167,28 @@ def test_a_connect_a_subscription_check_must_allow_takes_the_ordinary_path_count
     assert channel.lane_stream is None and b"rig.subscriptions_set" in transport.value()
     channel, transport = _connect(site, clock, GET % (b"", b""))
     assert b"429" in transport.value()[:20]  # the quota of 2 is used up, by two connects
+
+
+def test_bytes_held_during_a_lane_stream_on_a_transport_that_cannot_pause_are_served_after():
+    """Under TLS the transport is no push producer: twisted.web's stand-in, as its own."""
+    from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
+    from zope.interface import implementer_only
+
+    @implementer_only(ITransport, IConsumer)
+    class Unpausable(StringTransport):
+        def pauseProducing(self):
+            raise AssertionError("a TLS transport has no pauseProducing")
+
+        resumeProducing = pauseProducing
+
+    clock, _hub, site = _gateway()
+    _connect(site, clock, GET % (b"", b""))
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    transport = Unpausable()
+    assert not IPushProducer.providedBy(transport)
+    channel.makeConnection(transport)
+    channel.dataReceived(GET % (b"", b""))
+    assert channel.lane_stream is not None
+    channel.dataReceived(b"GET /_rig/health HTTP/1.1\r\nHost: gw\r\n\r\n")
+    channel.lane_stream.close()
+    assert transport.value().endswith(b"OK") and channel.lane_stream is None

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from rig.httputil import abort_response, client_gone, is_http2, redacted_path, respond
 from rig.hub.outbox import write_now
-from rig.twistedcompat import receive_whole_head
+from rig.twistedcompat import reading, receive_whole_head
 from rig.web.h2 import take_over
 
 _REQUEST_LINE = re.compile(rb"[A-Z]{3,10} ")
@@ -320,13 +320,13 @@ class RigChannel(http.HTTPChannel):
         self.setTimeout(self._lane_saved_timeout)
         held, self._lane_held = self._lane_held, b""
         if held:
-            self.transport.resumeProducing()
+            reading(self).resumeProducing()
             self.dataReceived(held)
 
     def dataReceived(self, data):
         if self.lane_stream is not None:
             self._lane_held += data
-            self.transport.pauseProducing()
+            reading(self).pauseProducing()
             return
         if not self._heard:
             self._heard = True
