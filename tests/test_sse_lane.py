@@ -192,3 +192,17 @@ def test_bytes_held_during_a_lane_stream_on_a_transport_that_cannot_pause_are_se
     channel.dataReceived(b"GET /_rig/health HTTP/1.1\r\nHost: gw\r\n\r\n")
     channel.lane_stream.close()
     assert transport.value().endswith(b"OK") and channel.lane_stream is None
+
+
+def test_a_client_that_floods_a_lane_stream_is_cut_off_and_unregistered():
+    clock, hub, site = _gateway()
+    _connect(site, clock, GET % (b"", b""))
+    channel, transport = _connect(site, clock, GET % (b"", b""))
+    connection = channel.lane_stream
+    for _ in range(2):
+        channel.dataReceived(b"x" * 30_000)  # read on despite the pause (as under TLS)
+    assert not transport.disconnecting  # a head's worth is held
+    channel.dataReceived(b"x" * 30_000)
+    assert transport.disconnecting
+    channel.connectionLost(None)
+    assert connection.local_id not in hub.connections

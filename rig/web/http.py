@@ -326,6 +326,9 @@ class RigChannel(http.HTTPChannel):
     def dataReceived(self, data):
         if self.lane_stream is not None:
             self._lane_held += data
+            if len(self._lane_held) > self.totalHeadersSize:  # more than a request head:
+                self.transport.abortConnection()  # (a TLS connection reads on, unpaused)
+                return
             reading(self).pauseProducing()
             return
         if not self._heard:
