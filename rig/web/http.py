@@ -287,14 +287,6 @@ class RigChannel(http.HTTPChannel):
         if timer is not None and timer.active():
             timer.cancel()
 
-    # A request head must arrive whole within the site's header_timeout from its first
-    # byte: the idle timeout restarts with every byte, so one header byte every few
-    # seconds would otherwise hold a connection (and a file descriptor) forever. One
-    # timer per connection checks the head in progress when it fires (a timer set and
-    # cancelled per request would cost two heap operations on every request). A head
-    # whose end comes in the same read as its start (nearly all) is never timed: a
-    # short connection (an SSE or WebSocket connect) then makes no head timer at all.
-
     # A stream served without a twisted.web request (``RigSite.stream_lane``: an SSE
     # connect) is this channel's request in progress: bytes that come meanwhile wait,
     # with the transport paused (as twisted.web holds a pipelined request), and are
@@ -341,6 +333,14 @@ class RigChannel(http.HTTPChannel):
                     self._idle_timer = self.callLater(self.timeOut, self._idle_timer_fired)
             return
         self._receive(data)
+
+    # A request head must arrive whole within the site's header_timeout from its first
+    # byte: the idle timeout restarts with every byte, so one header byte every few
+    # seconds would otherwise hold a connection (and a file descriptor) forever. One
+    # timer per connection checks the head in progress when it fires (a timer set and
+    # cancelled per request would cost two heap operations on every request). A head
+    # whose end comes in the same read as its start (nearly all) is never timed: a
+    # short connection (an SSE or WebSocket connect) then makes no head timer at all.
 
     def _receive(self, data):
         if self._in_head:
