@@ -393,6 +393,7 @@ def plain_head(channel, data, request_line):
     channel.resetTimeout()
     return match, headers
 
+
 # What twisted.web's _parseRequestLine accepts, as one match: a token, a target of
 # printable bytes (33 to 176), HTTP/1.0 or 1.1. It checks the target byte by byte in
 # Python (3 us for an SSE connect's URL); a line this does not match goes to it.
@@ -407,6 +408,8 @@ def _request_line(line):
     if match is None:
         return _parseRequestLine(line)
     return match.groups()
+
+
 _FRAMING = frozenset((b"Content-Length", b"Transfer-Encoding"))
 _CANONICAL_NAMES = _nameEncoder._canonicalHeaderCache
 

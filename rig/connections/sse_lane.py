@@ -16,6 +16,7 @@ import re
 from rig.connections.setup import SetupError, admit_unchecked
 from rig.connections.sse import SSEConnection, last_event_id
 from rig.hub.outbox import write_now
+from rig.tracing.context import trace_context
 from rig.twistedcompat import plain_head
 
 # the target's bytes as twisted.web accepts them (33 to 176), the query only
@@ -56,10 +57,7 @@ class SSELane:
         match, headers = head
         query = match.group(1)
         args = channel.site.query_args(query) if query else {}
-        traceparent = headers.get(b"Traceparent")
-        trace = (None, None) if traceparent is None else (
-            traceparent.decode("latin-1"),
-            headers[b"Tracestate"].decode("latin-1") if b"Tracestate" in headers else None)
+        trace = trace_context(headers.get(b"Traceparent"), headers.get(b"Tracestate"))
         hub = self.hub
         try:
             admission = admit_unchecked(
@@ -68,9 +66,11 @@ class SSELane:
             return False  # the ordinary path answers it (nothing was counted)
         if admission is None:
             return False  # a subscription check answers first: the ordinary path waits
-        head = (b"HTTP/1.1 200 OK\r\nDate: %s\r\n%sTransfer-Encoding: chunked\r\n\r\n"
-                % (channel.site.date_header(), self._headers))
-        connection = SSEConnection(hub, LaneRequest(channel), hub.new_local_id(), head=head)
+        response_head = (
+            b"HTTP/1.1 200 OK\r\nDate: %s\r\n%sTransfer-Encoding: chunked\r\n\r\n"
+            % (channel.site.date_header(), self._headers))
+        connection = SSEConnection(hub, LaneRequest(channel), hub.new_local_id(),
+                                   head=response_head)
         channel.open_lane_stream(connection)
         if admission.join(hub, connection) is not None:
             connection.heartbeat()  # the cluster is yet to confirm: the head goes out now

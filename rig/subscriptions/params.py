@@ -6,6 +6,7 @@ Python. Texts that parse are remembered, a bounded number of them and only short
 ones, so that no client can grow the memory; a text that fails is never
 remembered, and fails again with the same error each time.
 """
+from rig.memo import Memo
 from rig.subscriptions.model import decode_subscriptions_param, parse_subscriptions, unique
 
 
@@ -13,9 +14,8 @@ class SubscriptionParams:
     """``text -> (decoded JSON, unique subscriptions)`` for the texts seen lately."""
 
     def __init__(self, max_entries=512, max_text=4096):
-        self._max_entries = max_entries
         self._max_text = max_text
-        self._known = {}
+        self._known = Memo(max_entries)
 
     def known(self, text, allow_wrapped):
         """``(decoded, subscriptions)`` for *text* if it parsed before, else None."""
@@ -30,8 +30,5 @@ class SubscriptionParams:
         SubscriptionError when one is not valid. Remembered for the next time."""
         subscriptions = tuple(unique(parse_subscriptions(decoded)))
         if len(text) <= self._max_text:
-            known = self._known
-            if len(known) >= self._max_entries:
-                del known[next(iter(known))]  # the oldest
-            known[(text, allow_wrapped)] = (decoded, subscriptions)
+            self._known.remember((text, allow_wrapped), (decoded, subscriptions))
         return subscriptions

@@ -43,11 +43,17 @@ def request_trace_context(request):
     """``(traceparent, tracestate)`` text of a twisted.web request (None where absent)."""
     headers = request.requestHeaders
     traceparent = headers.getRawHeaders(b"traceparent")
+    tracestate = headers.getRawHeaders(b"tracestate")
+    return trace_context(traceparent[0] if traceparent else None,
+                         b",".join(tracestate) if tracestate else None)
+
+
+def trace_context(traceparent, tracestate):
+    """``(traceparent, tracestate)`` text of the two headers' values (bytes; None where
+    absent; several ``tracestate`` values joined with commas): no parent, no state."""
     if traceparent is None:
         return None, None
-    tracestate = headers.getRawHeaders(b"tracestate")
-    return (traceparent[0].decode("latin-1"),
-            b",".join(tracestate).decode("latin-1") if tracestate else None)
+    return traceparent.decode("latin-1"), tracestate.decode("latin-1") if tracestate else None
 
 
 def usable_tracestate(value):

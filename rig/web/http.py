@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from rig.httputil import abort_response, client_gone, is_http2, redacted_path, respond
 from rig.hub.outbox import write_now
+from rig.memo import Memo
 from rig.twistedcompat import reading, receive_whole_head
 from rig.web.h2 import take_over
 
@@ -249,7 +250,6 @@ class RigChannel(http.HTTPChannel):
     # one made (two heap operations) for every request. Here the one timer stays: a
     # pause only clears ``timeOut``, a restart moves the timer later (which costs no
     # heap operation), and a timer that fires while paused finds nothing to do.
-
     #
     # Until its first bytes come, a connection has no timer of its own: the site
     # watches its silent connections with one timer for all (``RigSite.watch_silent``).
@@ -458,8 +458,8 @@ class RigSite(server.Site):
         self.draining = False
         self._busy = set()  # channels the drain waits for
         self._drained = None
-        self._query_memo = {}  # query bytes -> its parse_qs (see query_args)
-        self._item_memo = {}  # b"name=value" -> (name, value), unquoted
+        self._query_memo = Memo(self._MEMO_ENTRIES)  # query -> its parse_qs (query_args)
+        self._item_memo = Memo(self._MEMO_ENTRIES)  # b"name=value" -> (name, value)
         self._silent = {}  # channel -> when it times out, unless it speaks first
         self._sweep = None  # the one timer of the silent channels
 
@@ -481,7 +481,7 @@ class RigSite(server.Site):
             parsed = self._parse_query(query)
             if len(query) > self._MEMO_QUERY_BYTES:
                 return parsed
-            _remember(memo, query, parsed, self._MEMO_ENTRIES)
+            memo.remember(query, parsed)
         return {name: list(values) for name, values in parsed.items()}
 
     def _parse_query(self, query):
@@ -496,7 +496,7 @@ class RigSite(server.Site):
                         continue  # no "=": parse_qs skips it
                     pair = (unquote(name.replace(b"+", b" ")), unquote(value.replace(b"+", b" ")))
                     if len(item) <= self._MEMO_QUERY_BYTES:
-                        _remember(items, item, pair, self._MEMO_ENTRIES)
+                        items.remember(item, pair)
                 values = args.get(pair[0])
                 if values is None:
                     args[pair[0]] = [pair[1]]
@@ -607,13 +607,6 @@ class RigSite(server.Site):
             if channel.transport is not None:
                 channel.transport.abortConnection()
         return len(busy)
-
-
-def _remember(memo, key, value, entries):
-    """``memo[key] = value``, the oldest entry going first when *memo* is full."""
-    if len(memo) >= entries:
-        del memo[next(iter(memo))]
-    memo[key] = value
 
 
 def _literal_prefix(pattern):
